@@ -1,0 +1,152 @@
+"""The `reportgen` command line: parse options, call one stage, print. No torch at import time."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from reportgen.errors import ReportgenError
+
+app = typer.Typer(
+    help="Reproducible, measured sampler-convergence guides for Stable Diffusion.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+
+StudyArg = Annotated[Path, typer.Argument(help="Study folder (study.toml + topics/*.md).")]
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", help="tiny, demo, a diffusers folder, a .safetensors/.ckpt file or a hub id; default: the study's.")]
+ModelConfigOpt = Annotated[Optional[Path], typer.Option(
+    "--model-config", help="Diffusers folder whose configs describe a single-file checkpoint.")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:N or mps; default: cuda if present.")]
+DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16; default: float16 on GPU.")]
+StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Image store folder; default: STUDY/store.")]
+
+
+def main() -> None:
+    """Entry point: run the app, turning reportgen's errors into one line and exit code 2."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its import-time notices are not ours to print
+    try:
+        app()
+    except ReportgenError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished images are stored; run the same command again to resume", err=True)
+        sys.exit(130)
+
+
+@app.command()
+def render(
+    study: StudyArg,
+    topic: Annotated[list[str], typer.Option("--topic", help="Only this topic (repeatable).")] = [],
+    sampler: Annotated[list[str], typer.Option("--sampler", help="Only this sampler (repeatable).")] = [],
+    steps: Annotated[list[int], typer.Option("--steps", help="Only this step count (repeatable).")] = [],
+    model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    store: StoreOpt = None,
+    executor: Annotated[str, typer.Option("--executor", help="How cells run: pipeline (one diffusers call per cell).")] = "pipeline",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would run, render nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of counts.")] = False,
+) -> None:
+    """Render every cell of the study's topic x sampler x steps matrices that is not stored yet."""
+    from reportgen import workflow
+
+    job = workflow.prepare_render(study, topics=topic, samplers=sampler, steps=steps, model=model,
+                                  model_config=model_config, device=device, dtype=dtype, store=store)
+    plan = job.plan
+    typer.echo(f"{len(plan.cells)} cells: {len(plan.cached)} cached, {len(plan.to_render)} to render "
+               f"({plan.nfe_to_run} model calls) with {job.model.spec} on {job.device}/{job.dtype}", err=True)
+    if dry_run:
+        if as_json:
+            typer.echo(json.dumps({"cells": len(plan.cells), "rendered": 0, "cached": len(plan.cached),
+                                   "to_render": len(plan.to_render), "nfe": 0, "planned_nfe": plan.nfe_to_run}))
+        return
+    result, grids = _with_progress(len(plan.to_render), lambda advance: workflow.run_render(job, executor, advance))
+    typer.echo(f"rendered {result.rendered}, cached {result.cached}, failed {len(result.failed)}, "
+               f"{result.nfe} model calls in {result.seconds:.1f}s; grids in {grids[0].parent if grids else '-'}", err=True)
+    for cell, why in result.failed:
+        typer.echo(f"failed: {cell.topic} seed {cell.seed} {cell.sampler} {cell.steps} steps: {why}", err=True)
+    if as_json:
+        typer.echo(json.dumps({"cells": result.cells, "rendered": result.rendered, "cached": result.cached,
+                               "failed": len(result.failed), "nfe": result.nfe, "planned_nfe": plan.nfe_to_run,
+                               "seconds": round(result.seconds, 3), "grids": [str(g) for g in grids]}))
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def samplers() -> None:
+    """List the sampler registry: names, aliases, diffusers class, model calls per step, ancestral."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from reportgen.samplers import SAMPLERS
+
+    table = Table("name", "label", "aliases", "diffusers scheduler", "model calls", "ancestral", "order")
+    for s in SAMPLERS:
+        table.add_row(s.name, s.label, ", ".join(s.aliases), s.scheduler, s.calls, "yes" if s.ancestral else "no",
+                      str(s.order))
+    Console(width=160).print(table)
+
+
+@app.command()
+def info(image: Annotated[Path, typer.Argument(help="A PNG made by reportgen (or by a common SD UI).")]) -> None:
+    """Print an image's parameters and the command that reproduces it."""
+    from reportgen.store import read_parameters
+
+    if not image.is_file():
+        raise ReportgenError(f"image not found: {image}")
+    parameters, record = read_parameters(image)
+    if parameters is None and record is None:
+        raise ReportgenError(f"{image} carries no generation parameters")
+    if parameters:
+        typer.echo(parameters)
+    if record:
+        from reportgen.plan import Cell
+
+        fields = {k: record[k] for k in Cell.__dataclass_fields__ if k in record}
+        cell = Cell(**fields)
+        model = record.get("environment", {}).get("model", "?")
+        typer.echo(f"Topic: {cell.topic}, seed index {cell.seed_index}, key {cell.key}")
+        typer.echo(f"Model identity: {model}, executor: {record.get('executor')}, model calls: {record.get('nfe_counted')}")
+        typer.echo("Reproduce: reportgen image " + shlex.quote(cell.prompt.to_command())
+                   + f" --model {shlex.quote(record.get('model_spec', 'tiny'))} --out image.png")
+
+
+@app.command()
+def image(
+    prompt: Annotated[str, typer.Argument(help='A prompt in the guide\'s syntax: \'"an anime girl" -W512 -H512 -C7.5 -S1 -s20 -A k_euler\'.')],
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write.")],
+    model: Annotated[str, typer.Option("--model", help="As for render.")] = "tiny",
+    model_config: ModelConfigOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Render one image from a prompt in the guide's syntax (defaults: -s50, -A k_lms)."""
+    from reportgen import workflow
+
+    path = workflow.render_one(prompt, out, model=model, model_config=model_config, device=device, dtype=dtype)
+    typer.echo(str(path))
+
+
+def _with_progress(total: int, work):  # type: ignore[no-untyped-def]
+    """Run `work(advance)` under a rich progress bar on stderr that `advance` moves one cell on."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("render", total=total)
+        return work(lambda _output: progress.advance(task))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Execute planned cells and stream each finished image into the store.
+
+An executor turns cells into `CellOutput`s, one at a time, in any order. `pipeline` runs diffusers'
+StableDiffusionPipeline once per cell: the reference every other executor is checked against.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from reportgen.errors import RenderError
+from reportgen.models import ModelInfo
+from reportgen.plan import Cell, Plan, cell_record
+from reportgen.samplers import get_sampler
+from reportgen.store import Store
+
+VERSION = "0.1.0"
+
+
+@dataclass
+class CellOutput:
+    """What an executor made of one cell."""
+
+    cell: Cell
+    image: Any  # PIL.Image.Image
+    latents: np.ndarray
+    nfe: int
+    seconds: float
+    error: str | None = None
+
+
+@dataclass
+class RenderResult:
+    """A render's outcome: counts, model calls made, and the cells that failed with why."""
+
+    cells: int
+    rendered: int = 0
+    cached: int = 0
+    nfe: int = 0
+    seconds: float = 0.0
+    failed: list[tuple[Cell, str]] = field(default_factory=list)
+
+
+Executor = Callable[[Any, ModelInfo, Iterable[Cell]], Iterator[CellOutput]]
+
+
+def pipeline_executor(pipe: Any, model: ModelInfo, cells: Iterable[Cell]) -> Iterator[CellOutput]:
+    """Render each cell with one call of the diffusers pipeline (CFG pair in one UNet batch)."""
+    import torch
+
+    calls = [0]
+    hook = pipe.unet.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    try:
+        for cell in cells:
+            pipe.scheduler = get_sampler(cell.sampler).make_scheduler(model.scheduler_config)
+            calls[0] = 0
+            start = time.perf_counter()
+            with torch.inference_mode():
+                latents = pipe(
+                    prompt=cell.text, negative_prompt=cell.negative or None, width=cell.width, height=cell.height,
+                    num_inference_steps=cell.steps, guidance_scale=cell.cfg,
+                    generator=torch.Generator("cpu").manual_seed(cell.seed), output_type="latent",
+                ).images
+                image = decode_latents(pipe, latents)[0]
+            yield finish(cell, image, latents[0], calls[0], time.perf_counter() - start)
+    finally:
+        hook.remove()
+
+
+def decode_latents(pipe: Any, latents: Any) -> list[Any]:
+    """Latents to PIL images exactly as the pipeline does it (VAE decode, then postprocess)."""
+    vae = pipe.vae
+    images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    return list(pipe.image_processor.postprocess(images, output_type="pil", do_denormalize=[True] * len(images)))
+
+
+def finish(cell: Cell, image: Any, latents: Any, nfe: int, seconds: float) -> CellOutput:
+    """Package an executor's result, flagging non-finite latents so they are never stored."""
+    array = latents.detach().float().cpu().numpy()
+    error = None if np.isfinite(array).all() else "the model produced NaN or infinite values"
+    return CellOutput(cell, image, array, nfe, seconds, error)
+
+
+EXECUTORS: dict[str, Executor] = {"pipeline": pipeline_executor}
+
+
+def parameters_text(cell: Cell, model: ModelInfo) -> str:
+    """The widely read `parameters` text: prompt, negative prompt, then 'Steps: ..., Sampler: ...' line."""
+    lines = [cell.text]
+    if cell.negative:
+        lines.append(f"Negative prompt: {cell.negative}")
+    lines.append(
+        f"Steps: {cell.steps}, Sampler: {get_sampler(cell.sampler).ui_name}, CFG scale: {cell.cfg:g}, "
+        f"Seed: {cell.seed}, Size: {cell.width}x{cell.height}, Model hash: {model.short_hash}, Model: {model.label}"
+    )
+    return "\n".join(lines)
+
+
+def render(plan: Plan, pipe: Any, model: ModelInfo, store: Store, *, executor: str = "pipeline",
+           on_cell: Callable[[CellOutput], None] | None = None) -> RenderResult:
+    """Render the plan's uncached cells with `executor`, storing each as soon as it is finished."""
+    if executor not in EXECUTORS:
+        raise RenderError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    result = RenderResult(cells=len(plan.cells), cached=len(plan.cached))
+    start = time.perf_counter()
+    for output in EXECUTORS[executor](pipe, model, plan.to_render):
+        result.nfe += output.nfe
+        if output.error is None:
+            record = {**cell_record(output.cell), "nfe_counted": output.nfe, "seconds": round(output.seconds, 4),
+                      "executor": executor, "environment": plan.environment, "model_spec": model.spec,
+                      "reportgen": VERSION}
+            store.put(output.cell.key, output.image, output.latents, record, parameters_text(output.cell, model))
+            result.rendered += 1
+        else:
+            result.failed.append((output.cell, output.error))
+        if on_cell is not None:
+            on_cell(output)
+    result.seconds = time.perf_counter() - start
+    return result

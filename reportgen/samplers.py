@@ -1,0 +1,137 @@
+"""The one registry of samplers: each guide name maps to a diffusers scheduler and its configuration.
+
+Configurations follow how Stable Diffusion 1.x ships them (scaled-linear betas from the model's own
+scheduler config, `steps_offset=1`, PLMS without the PRK warm-up) and, for the k-diffusion samplers
+the guide used (K_LMS, K_EULER, ...), the `linspace` timestep spacing that matches k-diffusion's
+discretisation of the model's sigmas.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from reportgen.errors import SamplerError
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A named way to sample: a diffusers scheduler class plus the config overrides that define it."""
+
+    name: str
+    label: str
+    scheduler: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    calls: str = "n"
+    ancestral: bool = False
+    order: int = 1
+    aliases: tuple[str, ...] = ()
+    paper: str = ""
+
+    @property
+    def ui_name(self) -> str:
+        """The name the common UIs print in a `parameters` chunk ("Euler a", "DPM++ 2M Karras")."""
+        return self.aliases[0] if self.aliases else self.label
+
+    def nfe(self, steps: int) -> int:
+        """Denoiser evaluations for `steps` steps (a CFG pair counts as one)."""
+        return _CALLS[self.calls](steps)
+
+    def make_scheduler(self, base_config: dict[str, Any]) -> Any:
+        """Build this sampler's diffusers scheduler from a model's scheduler config."""
+        import diffusers
+
+        cls = getattr(diffusers, self.scheduler)
+        return cls.from_config(dict(base_config), **self.overrides)
+
+
+_CALLS: dict[str, Callable[[int], int]] = {
+    "n": lambda n: n,
+    "n+1": lambda n: n + 1,
+    "2n-1": lambda n: 2 * n - 1,
+}
+
+_K = {"timestep_spacing": "linspace"}
+_LEADING = {"timestep_spacing": "leading", "steps_offset": 1}
+_TRAILING = {"timestep_spacing": "trailing", "steps_offset": 0}
+
+SAMPLERS: tuple[Sampler, ...] = (
+    # The guide's eight.
+    Sampler("ddim", "DDIM", "DDIMScheduler", {**_LEADING, "clip_sample": False, "set_alpha_to_one": False},
+            aliases=("DDIM",), paper="Song et al. 2020, Denoising Diffusion Implicit Models"),
+    Sampler("plms", "PLMS", "PNDMScheduler", {**_LEADING, "skip_prk_steps": True, "set_alpha_to_one": False},
+            calls="n+1", order=4, aliases=("PLMS", "PNDM"),
+            paper="Liu et al. 2022, Pseudo Numerical Methods for Diffusion Models"),
+    Sampler("k_lms", "K_LMS", "LMSDiscreteScheduler", _K, order=4, aliases=("LMS",),
+            paper="Karras et al. 2022 (k-diffusion), linear multistep"),
+    Sampler("k_euler", "K_EULER", "EulerDiscreteScheduler", _K, aliases=("Euler",),
+            paper="Karras et al. 2022, Elucidating the Design Space, Algorithm 1"),
+    Sampler("k_euler_a", "K_EULER_A", "EulerAncestralDiscreteScheduler", _K, ancestral=True,
+            aliases=("Euler a", "Euler Ancestral"), paper="k-diffusion, ancestral Euler"),
+    Sampler("k_heun", "K_HEUN", "HeunDiscreteScheduler", _K, calls="2n-1", order=2, aliases=("Heun",),
+            paper="Karras et al. 2022, Elucidating the Design Space, Algorithm 2"),
+    Sampler("k_dpm_2", "K_DPM_2", "KDPM2DiscreteScheduler", _K, calls="2n-1", order=2, aliases=("DPM2",),
+            paper="Karras et al. 2022 (k-diffusion), DPM-Solver-2 variant"),
+    Sampler("k_dpm_2_a", "K_DPM_2_A", "KDPM2AncestralDiscreteScheduler", _K, calls="2n-1", order=2,
+            ancestral=True, aliases=("DPM2 a", "DPM2 Ancestral"), paper="k-diffusion, ancestral DPM-Solver-2"),
+    # Modern samplers.
+    Sampler("dpmpp_2m", "DPM++ 2M", "DPMSolverMultistepScheduler",
+            {**_K, "algorithm_type": "dpmsolver++", "solver_order": 2}, order=2,
+            aliases=("DPM++ 2M", "k_dpmpp_2m"), paper="Lu et al. 2022, DPM-Solver++"),
+    Sampler("dpmpp_2m_karras", "DPM++ 2M Karras", "DPMSolverMultistepScheduler",
+            {**_K, "algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}, order=2,
+            aliases=("DPM++ 2M Karras", "k_dpmpp_2m_karras"), paper="Lu et al. 2022, DPM-Solver++; Karras sigmas"),
+    Sampler("dpmpp_2m_sde", "DPM++ 2M SDE", "DPMSolverMultistepScheduler",
+            {**_K, "algorithm_type": "sde-dpmsolver++", "solver_order": 2}, ancestral=True,
+            aliases=("DPM++ 2M SDE", "dpmpp_sde", "DPM++ SDE"), paper="Lu et al. 2022, DPM-Solver++ (SDE)"),
+    Sampler("unipc", "UniPC", "UniPCMultistepScheduler", _K, order=2, aliases=("UniPC",),
+            paper="Zhao et al. 2023, UniPC"),
+    # Variants: the same solvers with trailing timestep spacing (Lin et al. 2023, Common Diffusion
+    # Noise Schedules and Sample Steps are Flawed), whose first step starts at the last timestep.
+    Sampler("ddim_trailing", "DDIM trailing", "DDIMScheduler",
+            {**_TRAILING, "clip_sample": False, "set_alpha_to_one": False},
+            paper="DDIM with trailing spacing, Lin et al. 2023"),
+    Sampler("plms_trailing", "PLMS trailing", "PNDMScheduler",
+            {**_TRAILING, "skip_prk_steps": True, "set_alpha_to_one": False}, calls="n+1", order=4,
+            paper="PLMS with trailing spacing, Lin et al. 2023"),
+)
+
+GUIDE_SAMPLERS: tuple[str, ...] = ("ddim", "plms", "k_lms", "k_euler", "k_euler_a", "k_heun", "k_dpm_2", "k_dpm_2_a")
+
+_BY_NAME = {s.name: s for s in SAMPLERS}
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower().replace("++", "pp"))
+
+
+def _lookup_table() -> dict[str, Sampler]:
+    table: dict[str, Sampler] = {}
+    for sampler in SAMPLERS:
+        # The first sampler using a scheduler class answers to that class name (DPMSolverMultistep: dpmpp_2m).
+        for alias in (sampler.scheduler, sampler.label, *sampler.aliases, sampler.name):
+            table.setdefault(_key(alias), sampler)
+        table[_key(sampler.name)] = sampler
+    return table
+
+
+_LOOKUP = _lookup_table()
+
+
+def get_sampler(name: str) -> Sampler:
+    """Find a sampler by its name, an alias, a UI name or a diffusers class name."""
+    found = _LOOKUP.get(_key(str(name)))
+    if found is None:
+        choices = sorted({s.name for s in SAMPLERS} | {a for s in SAMPLERS for a in s.aliases})
+        close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(s.name for s in SAMPLERS)}"
+        raise SamplerError(f"unknown sampler {name!r}{hint}")
+    return found
+
+
+def sampler_names() -> list[str]:
+    """Every registered sampler's canonical name, in registry order."""
+    return [s.name for s in SAMPLERS]

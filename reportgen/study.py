@@ -1,0 +1,217 @@
+"""Read a study folder: `study.toml` plus `topics/<slug>.md` (YAML front matter and commentary)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reportgen.errors import PromptError, ReportgenError, StudyError
+from reportgen.prompt import MAX_SEED, Prompt, parse_prompt
+from reportgen.samplers import get_sampler
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MAX_CELLS = 20_000  # cells per study; raise with `max_cells` in study.toml
+MAX_PIXELS = 2048 * 2048  # pixels per image; raise with `max_pixels` in study.toml
+_STUDY_KEYS = {
+    "title", "description", "model", "samplers", "steps", "seeds", "negative_prompt",
+    "reference_sampler", "thresholds", "max_cells", "max_pixels", "speed",
+}
+_TOPIC_KEYS = {"title", "prompt", "order", "steps", "seeds", "samplers"}
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One topic: a prompt with fixed size, CFG and seed, and the contributor's commentary."""
+
+    slug: str
+    title: str
+    prompt: Prompt
+    order: int
+    commentary: str
+    steps: tuple[int, ...]
+    seeds: tuple[int, ...]
+    samplers: tuple[str, ...]
+    path: Path
+
+
+@dataclass(frozen=True)
+class Study:
+    """A whole study: settings from study.toml and its topics, in page order."""
+
+    root: Path
+    title: str
+    description: str
+    model: str
+    samplers: tuple[str, ...]
+    steps: tuple[int, ...]
+    seeds: int
+    topics: tuple[Topic, ...]
+    reference_sampler: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def topic(self, slug: str) -> Topic:
+        """The topic with this slug."""
+        for topic in self.topics:
+            if topic.slug == slug:
+                return topic
+        raise StudyError(f"no topic {slug!r} in {self.root}; topics: {', '.join(t.slug for t in self.topics)}")
+
+
+def topic_seeds(prompt: Prompt, count: int) -> tuple[int, ...]:
+    """The topic's `-S` seed, then `count - 1` more derived from it: S+1, S+2, ... (mod 2**32)."""
+    if prompt.seed is None:
+        raise PromptError("a topic's prompt needs a seed (-S)")
+    return tuple((prompt.seed + i) % (MAX_SEED + 1) for i in range(count))
+
+
+def load_study(root: Path | str) -> Study:
+    """Read and validate a study folder; raise StudyError naming the bad file and value."""
+    root = Path(root)
+    toml_path = root / "study.toml"
+    if not root.is_dir():
+        raise StudyError(f"study folder not found: {root}")
+    if not toml_path.is_file():
+        raise StudyError(f"no study.toml in {root}")
+    try:
+        data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise StudyError(f"{toml_path}: invalid TOML: {exc}") from None
+    where = str(toml_path)
+    unknown = sorted(set(data) - _STUDY_KEYS)
+    if unknown:
+        raise StudyError(f"{where}: unknown setting {unknown[0]!r}")
+
+    title = _string(data, "title", where, required=True)
+    model = _string(data, "model", where, default="tiny")
+    samplers = _samplers(data.get("samplers"), where, required=True)
+    steps = _steps(data.get("steps"), where, required=True)
+    seeds = _positive_int(data.get("seeds", 1), "seeds", where)
+    negative = _string(data, "negative_prompt", where, default="")
+    reference = get_sampler(_string(data, "reference_sampler", where, default="k_heun")).name
+    max_cells = _positive_int(data.get("max_cells", MAX_CELLS), "max_cells", where)
+    max_pixels = _positive_int(data.get("max_pixels", MAX_PIXELS), "max_pixels", where)
+    for name in ("thresholds", "speed"):
+        if name in data and not isinstance(data[name], dict):
+            raise StudyError(f"{where}: {name} must be a table")
+
+    topics_dir = root / "topics"
+    paths = sorted(topics_dir.glob("*.md")) if topics_dir.is_dir() else []
+    if not paths:
+        raise StudyError(f"no topics/*.md in {root}")
+    topics = [_load_topic(p, samplers, steps, seeds, negative, max_pixels) for p in paths]
+    topics.sort(key=lambda t: (t.order, t.slug))
+
+    cells = sum(len(t.samplers) * len(t.steps) * len(t.seeds) for t in topics)
+    if cells > max_cells:
+        raise StudyError(f"{where}: the study has {cells} cells, over max_cells = {max_cells}; raise it to go on")
+    return Study(
+        root=root, title=title, description=_string(data, "description", where, default=""), model=model,
+        samplers=samplers, steps=steps, seeds=seeds, topics=tuple(topics), reference_sampler=reference,
+        settings={k: v for k, v in data.items() if k in ("thresholds", "speed")} | {"negative_prompt": negative},
+    )
+
+
+def split_front_matter(text: str, where: str) -> tuple[dict[str, Any], str]:
+    """Split `---\\nyaml\\n---\\nbody` into (mapping, body) with python-frontmatter; StudyError if malformed."""
+    import frontmatter
+    import yaml
+
+    if not re.match(r"---[ \t]*\r?\n", text):
+        raise StudyError(f"{where}: missing front matter (the file must start with a '---' line)")
+    try:
+        post = frontmatter.loads(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "syntax error"
+        raise StudyError(f"{where}: invalid front matter: {first}") from None
+    except (ValueError, TypeError) as exc:
+        raise StudyError(f"{where}: invalid front matter: {exc}") from None
+    if not post.metadata and not re.match(r"---[ \t]*\r?\n.*?^---[ \t]*$", text, re.DOTALL | re.MULTILINE):
+        raise StudyError(f"{where}: front matter is not closed by a '---' line")
+    return dict(post.metadata), post.content
+
+
+def _load_topic(path: Path, samplers: tuple[str, ...], steps: tuple[int, ...], seeds: int,
+                negative: str, max_pixels: int) -> Topic:
+    where = str(path)
+    slug = path.stem
+    if not SLUG.match(slug):
+        raise StudyError(f"{where}: bad topic slug {slug!r} (use a-z, 0-9, '-' and '_')")
+    try:
+        meta, body = split_front_matter(path.read_text(encoding="utf-8"), where)
+    except UnicodeDecodeError:
+        raise StudyError(f"{where}: not UTF-8 text") from None
+    unknown = sorted(set(map(str, meta)) - _TOPIC_KEYS)
+    if unknown:
+        raise StudyError(f"{where}: unknown front matter key {unknown[0]!r}")
+    title = _string(meta, "title", where, required=True)
+    prompt_text = _string(meta, "prompt", where, required=True)
+    try:
+        prompt = parse_prompt(prompt_text)
+        if prompt.seed is None:
+            raise PromptError("a topic's prompt needs a seed (-S)")
+    except ReportgenError as exc:
+        raise StudyError(f"{where}: {exc}") from None
+    if prompt.width * prompt.height > max_pixels:
+        raise StudyError(f"{where}: {prompt.width}x{prompt.height} is over max_pixels = {max_pixels}; "
+                         "raise max_pixels in study.toml to go on")
+    if negative and not prompt.negative:
+        prompt = prompt.with_(negative=negative)
+    order = meta.get("order", 0)
+    if not isinstance(order, int) or isinstance(order, bool):
+        raise StudyError(f"{where}: order must be an integer, got {order!r}")
+    topic_steps = _steps(meta.get("steps"), where) or steps
+    if prompt.steps is not None and prompt.steps not in topic_steps:
+        topic_steps = tuple(sorted({*topic_steps, prompt.steps}))
+    topic_samplers = _samplers(meta.get("samplers"), where) or samplers
+    count = _positive_int(meta.get("seeds", seeds if prompt.count is None else prompt.count), "seeds", where)
+    return Topic(slug=slug, title=title, prompt=prompt, order=order, commentary=body, steps=topic_steps,
+                 seeds=topic_seeds(prompt, count), samplers=topic_samplers, path=path)
+
+
+def _string(data: dict[str, Any], key: str, where: str, *, required: bool = False, default: str = "") -> str:
+    if key not in data:
+        if required:
+            raise StudyError(f"{where}: missing {key!r}")
+        return default
+    value = data[key]
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise StudyError(f"{where}: {key} must be a non-empty string" if required else f"{where}: {key} must be a string")
+    return value
+
+
+def _positive_int(value: Any, key: str, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise StudyError(f"{where}: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _steps(value: Any, where: str, *, required: bool = False) -> tuple[int, ...]:
+    if value is None:
+        if required:
+            raise StudyError(f"{where}: missing 'steps'")
+        return ()
+    if not isinstance(value, list) or not value:
+        raise StudyError(f"{where}: steps must be a non-empty list of integers")
+    for item in value:
+        if not isinstance(item, int) or isinstance(item, bool) or item <= 0:
+            raise StudyError(f"{where}: steps must be integers > 0, got {item!r}")
+        if item > 10_000:
+            raise StudyError(f"{where}: {item} steps is over the limit of 10000")
+    return tuple(sorted(set(value)))
+
+
+def _samplers(value: Any, where: str, *, required: bool = False) -> tuple[str, ...]:
+    if value is None:
+        if required:
+            raise StudyError(f"{where}: missing 'samplers'")
+        return ()
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise StudyError(f"{where}: samplers must be a non-empty list of names")
+    try:
+        names = [get_sampler(v).name for v in value]
+    except ReportgenError as exc:
+        raise StudyError(f"{where}: {exc}") from None
+    return tuple(dict.fromkeys(names))

@@ -1,0 +1,109 @@
+"""Glue that strings the stages together for the CLI: study -> plan -> render -> store -> grids."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from reportgen.errors import ReportgenError
+from reportgen.models import ModelInfo, load_pipeline, pick_device, resolve_model
+from reportgen.plan import Cell, Plan, cell_key, cell_record, plan, runtime_environment, scheduler_config
+from reportgen.prompt import parse_prompt
+from reportgen.render import EXECUTORS, VERSION, CellOutput, RenderResult, parameters_text, render
+from reportgen.samplers import get_sampler
+from reportgen.store import Store, atomic_write, encode_png
+from reportgen.study import Study, load_study
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """A validated render: the study, its model and device, the store and the plan."""
+
+    study: Study
+    model: ModelInfo
+    device: str
+    dtype: str
+    store: Store
+    plan: Plan
+
+
+def prepare_render(study_path: Path, *, topics: Iterable[str] = (), samplers: Iterable[str] = (),
+                   steps: Iterable[int] = (), model: str | None = None, model_config: Path | None = None,
+                   device: str | None = None, dtype: str | None = None, store: Path | None = None) -> RenderJob:
+    """Validate everything and plan the cells; writes nothing."""
+    study = load_study(study_path)
+    info = resolve_model(model or study.model, model_config)
+    device, dtype = pick_device(device, dtype)
+    the_store = Store(store if store is not None else study.root / "store")
+    the_plan = plan(study, info, device, dtype, the_store, topics=topics, samplers=samplers, steps=steps)
+    return RenderJob(study, info, device, dtype, the_store, the_plan)
+
+
+def run_render(job: RenderJob, executor: str = "pipeline",
+               on_cell: Callable[[CellOutput], None] | None = None) -> tuple[RenderResult, list[Path]]:
+    """Hold the store's lock, render what is missing, then draw one grid per topic and seed."""
+    with job.store.lock():
+        job.store.clean_temporary()
+        result = RenderResult(cells=len(job.plan.cells), cached=len(job.plan.cached))
+        if job.plan.to_render:
+            pipe = load_pipeline(job.model, job.device, job.dtype)
+            result = render(job.plan, pipe, job.model, job.store, executor=executor, on_cell=on_cell)
+        grids = write_grids(job.study, job.plan.cells, job.store, job.study.root / "grids")
+    return result, grids
+
+
+def write_grids(study: Study, cells: Iterable[Cell], store: Store, out_dir: Path) -> list[Path]:
+    """One labelled grid PNG per topic and seed, from the stored cells (missing cells drawn grey)."""
+    import io
+
+    from PIL import Image
+
+    from reportgen.grid import make_grid
+
+    groups: dict[tuple[str, int], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.topic, cell.seed), []).append(cell)
+    paths = []
+    for (slug, seed), group in groups.items():
+        topic = study.topic(slug)
+        rows = [get_sampler(s).label for s in dict.fromkeys(c.sampler for c in group)]
+        columns = [str(n) for n in sorted({c.steps for c in group})]
+        images = {}
+        for cell in group:
+            stored = store.get(cell.key)
+            if stored is not None:
+                with Image.open(stored.image) as im:
+                    images[(get_sampler(cell.sampler).label, str(cell.steps))] = im.convert("RGB")
+        grid = make_grid(rows, columns, images, title=f"{topic.title}: {topic.prompt.with_(seed=seed).to_command()}",
+                         tile=max(128, group[0].width))
+        buffer = io.BytesIO()
+        grid.save(buffer, format="PNG")
+        paths.append(atomic_write(out_dir / f"{slug}-{seed}.png", buffer.getvalue()))
+    return paths
+
+
+def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Path | None = None,
+               device: str | None = None, dtype: str | None = None) -> Path:
+    """Render one image from a prompt in the guide's syntax to `out`, with its parameters embedded."""
+    prompt = parse_prompt(command)
+    prompt = prompt.with_(seed=0 if prompt.seed is None else prompt.seed, steps=prompt.steps or 50,
+                          sampler=get_sampler(prompt.sampler or "k_lms").name)
+    if out.suffix.lower() != ".png":
+        raise ReportgenError(f"--out must be a .png file, got {out}")
+    info = resolve_model(model, model_config)
+    device, dtype = pick_device(device, dtype)
+    assert prompt.sampler is not None and prompt.steps is not None and prompt.seed is not None
+    environment = runtime_environment(info, device, dtype)
+    key = cell_key(environment, scheduler_config(prompt.sampler, info.scheduler_config), prompt, prompt.sampler,
+                   prompt.steps)
+    cell = Cell(topic="", seed_index=0, seed=prompt.seed, sampler=prompt.sampler, steps=prompt.steps,
+                text=prompt.text, negative=prompt.negative, width=prompt.width, height=prompt.height,
+                cfg=prompt.cfg, key=key, nfe=get_sampler(prompt.sampler).nfe(prompt.steps))
+    pipe = load_pipeline(info, device, dtype)
+    output = next(EXECUTORS["pipeline"](pipe, info, [cell]))
+    if output.error:
+        raise ReportgenError(f"rendering failed: {output.error}")
+    record = {**cell_record(cell), "nfe_counted": output.nfe, "executor": "pipeline", "environment": environment,
+              "model_spec": info.spec, "reportgen": VERSION}
+    return atomic_write(out, encode_png(output.image, parameters_text(cell, info), record))

@@ -1,0 +1,47 @@
+"""Shared fixtures: offline, tiny studies in temporary folders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_study(root: Path, *, samplers: list[str], steps: list[int], topics: dict[str, str], seeds: int = 1,
+                extra: str = "") -> Path:
+    """Write a study folder with one topic file per `topics` entry (slug -> prompt command)."""
+    (root / "topics").mkdir(parents=True, exist_ok=True)
+    names = ", ".join(f'"{s}"' for s in samplers)
+    (root / "study.toml").write_text(
+        f'title = "Test study"\nmodel = "tiny"\nsamplers = [{names}]\nsteps = {steps}\nseeds = {seeds}\n{extra}'
+    )
+    for order, (slug, prompt) in enumerate(topics.items()):
+        (root / "topics" / f"{slug}.md").write_text(
+            f"---\ntitle: {slug.title()}\nprompt: '{prompt}'\norder: {order}\n---\n\nCommentary on *{slug}*.\n"
+        )
+    return root
+
+
+@pytest.fixture
+def tiny_study(tmp_path: Path) -> Path:
+    """Two topics x two samplers x two step counts at 32x32 on the tiny model."""
+    return write_study(
+        tmp_path / "study", samplers=["k_euler", "k_heun"], steps=[2, 4],
+        topics={"anime": '"an anime girl" -W32 -H32 -C7.5 -S3031912972',
+                "food": '"a hamburger with a bowl of french fries" -W32 -H32 -C7.5 -S4053222918'},
+    )
+
+
+@pytest.fixture
+def demo_copy(tmp_path: Path) -> Path:
+    """A copy of the shipped demo study."""
+    target = tmp_path / "demo"
+    shutil.copytree(ROOT / "examples" / "demo", target, ignore=shutil.ignore_patterns("store", "grids", "site"))
+    return target

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from reportgen.errors import SamplerError
+from reportgen.models import SD1_SCHEDULER, load_pipeline, resolve_model
+from reportgen.plan import Cell
+from reportgen.render import pipeline_executor
+from reportgen.samplers import GUIDE_SAMPLERS, SAMPLERS, get_sampler
+
+
+@pytest.mark.parametrize("alias, name", [
+    ("k_euler_a", "k_euler_a"), ("Euler a", "k_euler_a"), ("EULER_A", "k_euler_a"),
+    ("DPM++ 2M Karras", "dpmpp_2m_karras"), ("dpmpp_sde", "dpmpp_2m_sde"), ("HeunDiscreteScheduler", "k_heun"),
+    ("K_DPM_2_A", "k_dpm_2_a"), ("PNDMScheduler", "plms"), ("LMS", "k_lms"), ("UniPC", "unipc"),
+])
+def test_aliases(alias, name):
+    assert get_sampler(alias).name == name
+
+
+def test_unknown_sampler_suggests_close_names():
+    with pytest.raises(SamplerError, match="did you mean.*k_euler"):
+        get_sampler("k_eular")
+
+
+def test_registry_covers_the_guide_and_modern_samplers():
+    names = {s.name for s in SAMPLERS}
+    assert set(GUIDE_SAMPLERS) <= names
+    assert {"dpmpp_2m", "dpmpp_2m_karras", "dpmpp_2m_sde", "unipc"} <= names
+    assert {s.name for s in SAMPLERS if s.ancestral} == {"k_euler_a", "k_dpm_2_a", "dpmpp_2m_sde"}
+
+
+def test_plms_skips_prk_and_k_samplers_use_linspace():
+    assert get_sampler("plms").make_scheduler(SD1_SCHEDULER).config.skip_prk_steps is True
+    assert get_sampler("k_euler").make_scheduler(SD1_SCHEDULER).config.timestep_spacing == "linspace"
+    assert get_sampler("dpmpp_2m_karras").make_scheduler(SD1_SCHEDULER).config.use_karras_sigmas is True
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe():
+    model = resolve_model("tiny")
+    return model, load_pipeline(model)
+
+
+def _cell(sampler: str, steps: int) -> Cell:
+    return Cell(topic="t", seed_index=0, seed=42, sampler=sampler, steps=steps, text="a red square", negative="",
+                width=32, height=32, cfg=7.5, key="k", nfe=get_sampler(sampler).nfe(steps))
+
+
+@pytest.mark.parametrize("sampler", [s.name for s in SAMPLERS])
+def test_every_sampler_runs_through_diffusers_and_counts_its_model_calls(tiny_pipe, sampler):
+    model, pipe = tiny_pipe
+    (output,) = list(pipeline_executor(pipe, model, [_cell(sampler, 3)]))
+    assert output.error is None
+    assert output.image.size == (32, 32)
+    assert np.isfinite(output.latents).all()
+    # Heun, DPM2 and DPM2 a make 2n-1 calls, PLMS n+1, the rest n: counted, not computed.
+    expected = {"k_heun": 5, "k_dpm_2": 5, "k_dpm_2_a": 5, "plms": 4, "plms_trailing": 4}.get(sampler, 3)
+    assert output.nfe == expected == get_sampler(sampler).nfe(3)
+
+
+def test_same_cell_twice_gives_identical_pixels(tiny_pipe):
+    model, pipe = tiny_pipe
+    a, b = (next(pipeline_executor(pipe, model, [_cell("k_euler_a", 4)])) for _ in range(2))
+    assert a.image.tobytes() == b.image.tobytes()
+    assert np.array_equal(a.latents, b.latents)
