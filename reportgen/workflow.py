@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from reportgen.errors import ReportgenError
 from reportgen.models import ModelInfo, load_pipeline, pick_device, resolve_model
@@ -57,30 +58,34 @@ def write_grids(study: Study, cells: Iterable[Cell], store: Store, out_dir: Path
     """One labelled grid PNG per topic and seed, from the stored cells (missing cells drawn grey)."""
     import io
 
-    from PIL import Image
-
-    from reportgen.grid import make_grid
-
     groups: dict[tuple[str, int], list[Cell]] = {}
     for cell in cells:
         groups.setdefault((cell.topic, cell.seed), []).append(cell)
     paths = []
     for (slug, seed), group in groups.items():
-        topic = study.topic(slug)
-        rows = [get_sampler(s).label for s in dict.fromkeys(c.sampler for c in group)]
-        columns = [str(n) for n in sorted({c.steps for c in group})]
-        images = {}
-        for cell in group:
-            stored = store.get(cell.key)
-            if stored is not None:
-                with Image.open(stored.image) as im:
-                    images[(get_sampler(cell.sampler).label, str(cell.steps))] = im.convert("RGB")
-        grid = make_grid(rows, columns, images, title=f"{topic.title}: {topic.prompt.with_(seed=seed).to_command()}",
-                         tile=max(128, group[0].width))
         buffer = io.BytesIO()
-        grid.save(buffer, format="PNG")
+        draw_grid(study, group, store).save(buffer, format="PNG")
         paths.append(atomic_write(out_dir / f"{slug}-{seed}.png", buffer.getvalue()))
     return paths
+
+
+def draw_grid(study: Study, group: list[Cell], store: Store) -> Any:
+    """The labelled grid (a PIL image) of one topic and seed's cells; missing cells are drawn grey."""
+    from PIL import Image
+
+    from reportgen.grid import make_grid
+
+    topic = study.topic(group[0].topic)
+    rows = [get_sampler(s).label for s in dict.fromkeys(c.sampler for c in group)]
+    columns = [str(n) for n in sorted({c.steps for c in group})]
+    images = {}
+    for cell in group:
+        stored = store.get(cell.key)
+        if stored is not None:
+            with Image.open(stored.image) as im:
+                images[(get_sampler(cell.sampler).label, str(cell.steps))] = im.convert("RGB")
+    return make_grid(rows, columns, images, title=f"{topic.title}: {topic.prompt.with_(seed=group[0].seed).to_command()}",
+                     tile=max(128, group[0].width))
 
 
 def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Path | None = None,
