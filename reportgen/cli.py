@@ -52,7 +52,10 @@ def render(
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     store: StoreOpt = None,
-    executor: Annotated[str, typer.Option("--executor", help="How cells run: pipeline (one diffusers call per cell).")] = "pipeline",
+    executor: Annotated[str, typer.Option("--executor", help="How cells run: batched (all cells share UNet batches) "
+                                          "or pipeline (one diffusers call per cell, the reference).")] = "batched",
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Cells per shared UNet call "
+                                                      "(batched); default: from free GPU memory, 16 on a CPU.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would run, render nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of counts.")] = False,
 ) -> None:
@@ -69,7 +72,8 @@ def render(
             typer.echo(json.dumps({"cells": len(plan.cells), "rendered": 0, "cached": len(plan.cached),
                                    "to_render": len(plan.to_render), "nfe": 0, "planned_nfe": plan.nfe_to_run}))
         return
-    result, grids = _with_progress(len(plan.to_render), lambda advance: workflow.run_render(job, executor, advance))
+    result, grids = _with_progress(len(plan.to_render),
+                                   lambda advance: workflow.run_render(job, executor, advance, batch_size))
     typer.echo(f"rendered {result.rendered}, cached {result.cached}, failed {len(result.failed)}, "
                f"{result.nfe} model calls in {result.seconds:.1f}s; grids in {grids[0].parent if grids else '-'}", err=True)
     for cell, why in result.failed:

@@ -86,7 +86,14 @@ def finish(cell: Cell, image: Any, latents: Any, nfe: int, seconds: float) -> Ce
     return CellOutput(cell, image, array, nfe, seconds, error)
 
 
-EXECUTORS: dict[str, Executor] = {"pipeline": pipeline_executor}
+def batched_executor(pipe: Any, model: ModelInfo, cells: Iterable[Cell], **options: Any) -> Iterator[CellOutput]:
+    """Render all cells in shared UNet batches (reportgen.batched), imported only when used."""
+    from reportgen.batched import batched_executor as run
+
+    return run(pipe, model, cells, **options)
+
+
+EXECUTORS: dict[str, Executor] = {"batched": batched_executor, "pipeline": pipeline_executor}
 
 
 def parameters_text(cell: Cell, model: ModelInfo) -> str:
@@ -102,13 +109,13 @@ def parameters_text(cell: Cell, model: ModelInfo) -> str:
 
 
 def render(plan: Plan, pipe: Any, model: ModelInfo, store: Store, *, executor: str = "pipeline",
-           on_cell: Callable[[CellOutput], None] | None = None) -> RenderResult:
-    """Render the plan's uncached cells with `executor`, storing each as soon as it is finished."""
+           on_cell: Callable[[CellOutput], None] | None = None, **options: Any) -> RenderResult:
+    """Render the plan's uncached cells with `executor` (given `options`), storing each as soon as it is finished."""
     if executor not in EXECUTORS:
         raise RenderError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
     result = RenderResult(cells=len(plan.cells), cached=len(plan.cached))
     start = time.perf_counter()
-    for output in EXECUTORS[executor](pipe, model, plan.to_render):
+    for output in EXECUTORS[executor](pipe, model, plan.to_render, **options):
         result.nfe += output.nfe
         if output.error is None:
             record = {**cell_record(output.cell), "nfe_counted": output.nfe, "seconds": round(output.seconds, 4),

@@ -41,15 +41,19 @@ def prepare_render(study_path: Path, *, topics: Iterable[str] = (), samplers: It
     return RenderJob(study, info, device, dtype, the_store, the_plan)
 
 
-def run_render(job: RenderJob, executor: str = "pipeline",
-               on_cell: Callable[[CellOutput], None] | None = None) -> tuple[RenderResult, list[Path]]:
+def run_render(job: RenderJob, executor: str = "batched",
+               on_cell: Callable[[CellOutput], None] | None = None,
+               batch_size: int | None = None) -> tuple[RenderResult, list[Path]]:
     """Hold the store's lock, render what is missing, then draw one grid per topic and seed."""
+    if executor not in EXECUTORS:  # before the store is touched: bad input writes nothing
+        raise ReportgenError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
     with job.store.lock():
         job.store.clean_temporary()
         result = RenderResult(cells=len(job.plan.cells), cached=len(job.plan.cached))
         if job.plan.to_render:
             pipe = load_pipeline(job.model, job.device, job.dtype)
-            result = render(job.plan, pipe, job.model, job.store, executor=executor, on_cell=on_cell)
+            options = {"batch_size": batch_size} if executor == "batched" else {}
+            result = render(job.plan, pipe, job.model, job.store, executor=executor, on_cell=on_cell, **options)
         grids = write_grids(job.study, job.plan.cells, job.store, job.study.root / "grids")
     return result, grids
 

@@ -1,0 +1,285 @@
+"""The batched executor: every cell is a lane with its own scheduler, and all lanes share UNet calls.
+
+Each tick gathers the input of every active lane (the CFG pair of each in the same batch, one timestep
+per sample) into one UNet call, then hands each lane its slice: CFG combine and `scheduler.step` with
+the lane's own generator, exactly as `StableDiffusionPipeline.__call__` does for a batch of one. Lanes
+end at different ticks (steps and calls per step differ), so waiting lanes are admitted as others
+finish and the batch stays full. Finished lanes are decoded together and streamed out at once, so
+memory stays flat however large the study.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from reportgen.errors import RenderError
+from reportgen.models import ModelInfo
+from reportgen.plan import Cell
+from reportgen.render import CellOutput, finish
+from reportgen.samplers import get_sampler
+
+CPU_LANES = 16  # lanes per UNet call on a CPU: the measured sweet spot of bench/render_matrix.py (docs/performance.md)
+MAX_AUTO_LANES = 64  # cap of the automatic choice on GPUs: bigger batches only delay the first stored cell
+MEMORY_SHARE = 0.6  # of the free GPU memory the UNet's activations may use; the rest is VAE decode and slack
+DECODE_BATCH = 8  # finished lanes decoded per VAE call
+
+
+@dataclass(eq=False)
+class Lane:
+    """One cell in flight: its scheduler, generator, latents and how far along its timesteps it is."""
+
+    cell: Cell
+    scheduler: Any
+    timesteps: Any  # the scheduler's own timestep tensor: step() and scale_model_input() get its items
+    times: list[float]  # the same timesteps as float32 values for the UNet's per-sample timestep tensor
+    generator: Any
+    latents: Any
+    step_kwargs: dict[str, Any]
+    cfg: bool
+    prompt_key: tuple[str, str, bool]
+    index: int = 0
+    nfe: int = 0
+    seconds: float = 0.0
+    cond: Any = None  # guidance-scale embedding row, for UNets with time_cond_proj_dim
+
+    @property
+    def done(self) -> bool:
+        """Whether every timestep has been taken."""
+        return self.index >= len(self.times)
+
+
+@dataclass
+class _Pending:
+    """Finished lanes whose decoded images are on their way to host memory."""
+
+    lanes: list[Lane]
+    images: Any
+    latents: Any
+    event: Any = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+def batched_executor(pipe: Any, model: ModelInfo, cells: Iterable[Cell], *, batch_size: int | None = None,
+                     decode_batch: int = DECODE_BATCH) -> Iterator[CellOutput]:
+    """Render all cells in shared UNet batches of at most `batch_size` lanes (automatic when None)."""
+    import torch
+
+    if batch_size is not None and batch_size < 1:
+        raise RenderError(f"--batch-size must be at least 1, got {batch_size}")
+    groups: dict[tuple[int, int], list[Cell]] = {}
+    for cell in cells:  # lanes of different sizes cannot share a UNet call
+        groups.setdefault((cell.height, cell.width), []).append(cell)
+    with torch.inference_mode():
+        for group in groups.values():
+            yield from _BatchedRun(pipe, model, group, batch_size, decode_batch).run()
+
+
+class _BatchedRun:
+    """One size group's lanes run to completion: admit, tick, decode, stream."""
+
+    def __init__(self, pipe: Any, model: ModelInfo, cells: list[Cell], batch_size: int | None, decode_batch: int) -> None:
+        import torch
+
+        self.torch = torch
+        self.pipe = pipe
+        self.model = model
+        self.device = pipe._execution_device
+        self.unet = pipe.unet
+        self.embeds: dict[tuple[str, str, bool], tuple[Any, Any]] = {}
+        self.decode_batch = max(1, decode_batch)
+        # Longest lanes first: the batch then drains on short lanes, so the last ticks are not half empty.
+        ordered = sorted(cells, key=lambda c: -get_sampler(c.sampler).nfe(c.steps))
+        self.waiting: deque[Cell] = deque(ordered)
+        self.lanes = batch_size or auto_batch_size(pipe, cells[0].height, cells[0].width)
+        self.max_rows: int | None = None  # lowered if a UNet call runs out of memory
+        self._rows_key: tuple[Any, ...] = ()
+        self._rows_embeds: Any = None
+
+    def run(self) -> Iterator[CellOutput]:
+        """Tick until every lane is finished, yielding each cell as soon as it is decoded."""
+        active: list[Lane] = []
+        pending: list[_Pending] = []
+        clock = time.perf_counter()
+        while self.waiting or active:
+            while self.waiting and len(active) < self.lanes:
+                active.append(self._admit(self.waiting.popleft()))
+            self._tick(active)
+            now = time.perf_counter()
+            rows = sum(2 if lane.cfg else 1 for lane in active)
+            for lane in active:  # each lane's share of this tick's wall time, by the rows it used
+                lane.seconds += (now - clock) * (2 if lane.cfg else 1) / rows
+            clock = now
+            finished = [lane for lane in active if lane.done]
+            active = [lane for lane in active if not lane.done]
+            # Outputs of the previous tick are read back only now, after this tick's work was queued,
+            # so a GPU keeps computing while the store encodes and writes PNGs.
+            for item in pending:
+                yield from self._deliver(item)
+            pending = [self._decode(finished[i:i + self.decode_batch])
+                       for i in range(0, len(finished), self.decode_batch)]
+            clock = time.perf_counter()
+        for item in pending:
+            yield from self._deliver(item)
+
+    def _admit(self, cell: Cell) -> Lane:
+        """Start a lane as the pipeline starts a call: scheduler, timesteps, initial noise, step kwargs."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        torch, pipe = self.torch, self.pipe
+        start = time.perf_counter()
+        scheduler = get_sampler(cell.sampler).make_scheduler(self.model.scheduler_config)
+        scheduler.set_timesteps(cell.steps, device=self.device)  # retrieve_timesteps does just this
+        timesteps = scheduler.timesteps
+        # The pipeline's do_classifier_free_guidance: guidance > 1 and no guidance-embedding UNet.
+        cfg = cell.cfg > 1 and self.unet.config.time_cond_proj_dim is None
+        key = (cell.text, cell.negative, cfg)
+        positive, _ = self._embeddings(key)
+        generator = torch.Generator("cpu").manual_seed(cell.seed)
+        shape = (1, self.unet.config.in_channels, cell.height // pipe.vae_scale_factor,
+                 cell.width // pipe.vae_scale_factor)
+        latents = randn_tensor(shape, generator=generator, device=self.device, dtype=positive.dtype)
+        latents = latents * scheduler.init_noise_sigma
+        parameters = set(inspect.signature(scheduler.step).parameters)
+        step_kwargs: dict[str, Any] = {}
+        if "eta" in parameters:
+            step_kwargs["eta"] = 0.0  # the pipeline's default
+        if "generator" in parameters:
+            step_kwargs["generator"] = generator
+        cond = None
+        if self.unet.config.time_cond_proj_dim is not None:
+            cond = pipe.get_guidance_scale_embedding(
+                torch.tensor([cell.cfg - 1.0]), embedding_dim=self.unet.config.time_cond_proj_dim,
+            ).to(device=self.device, dtype=latents.dtype)
+        times = timesteps.float().cpu().tolist()  # the UNet's time projection casts to float32 the same way
+        lane = Lane(cell, scheduler, timesteps, times, generator, latents, step_kwargs, cfg, key, cond=cond)
+        lane.seconds = time.perf_counter() - start
+        return lane
+
+    def _embeddings(self, key: tuple[str, str, bool]) -> tuple[Any, Any]:
+        """Text embeddings (positive, negative or None), encoded once per distinct prompt."""
+        if key not in self.embeds:
+            text, negative, cfg = key
+            self.embeds[key] = self.pipe.encode_prompt(text, self.device, 1, cfg, negative or None)
+        return self.embeds[key]
+
+    def _tick(self, active: list[Lane]) -> None:
+        """One shared UNet call for every active lane, then each lane's own scheduler step."""
+        torch = self.torch
+        guided = [lane for lane in active if lane.cfg]
+        inputs = [lane.scheduler.scale_model_input(lane.latents, lane.timesteps[lane.index]) for lane in active]
+        rows = [inputs[i] for i, lane in enumerate(active) if lane.cfg] + inputs  # unconditional rows, then all
+        row_lanes = guided + active
+        sample = torch.cat(rows)
+        timestep = torch.tensor([lane.times[lane.index] for lane in row_lanes], dtype=torch.float32).to(self.device)
+        cond = torch.cat([lane.cond for lane in row_lanes]) if active[0].cond is not None else None
+        noise = self._unet(sample, timestep, self._row_embeddings(guided, active), cond)
+        uncond_row = {id(lane): i for i, lane in enumerate(guided)}
+        for j, lane in enumerate(active):
+            noise_pred = noise[len(guided) + j:len(guided) + j + 1]
+            if lane.cfg:
+                u = uncond_row[id(lane)]
+                noise_uncond = noise[u:u + 1]
+                noise_pred = noise_uncond + lane.cell.cfg * (noise_pred - noise_uncond)
+            t = lane.timesteps[lane.index]
+            lane.latents = lane.scheduler.step(noise_pred, t, lane.latents, **lane.step_kwargs, return_dict=False)[0]
+            lane.index += 1
+            lane.nfe += 1  # a CFG pair is one model evaluation, as Sampler.nfe counts it
+
+    def _row_embeddings(self, guided: list[Lane], active: list[Lane]) -> Any:
+        """The encoder states for the rows [unconditional of guided lanes, conditional of all], reused while
+        the lanes do not change."""
+        key = tuple(lane.prompt_key for lane in guided) + (None,) + tuple(lane.prompt_key for lane in active)
+        if key != self._rows_key:
+            states = [self.embeds[lane.prompt_key][1] for lane in guided]
+            states += [self.embeds[lane.prompt_key][0] for lane in active]
+            self._rows_key, self._rows_embeds = key, self.torch.cat(states)
+        return self._rows_embeds
+
+    def _unet(self, sample: Any, timestep: Any, states: Any, cond: Any) -> Any:
+        """The UNet on all rows; on running out of GPU memory, in halves, and remember the smaller size."""
+        torch = self.torch
+        total = sample.shape[0]
+        size = self.max_rows or total
+        while True:
+            try:
+                parts = [
+                    self.unet(sample[i:i + size], timestep[i:i + size], encoder_hidden_states=states[i:i + size],
+                              timestep_cond=None if cond is None else cond[i:i + size], return_dict=False)[0]
+                    for i in range(0, total, size)
+                ]
+                return parts[0] if len(parts) == 1 else torch.cat(parts)
+            except torch.OutOfMemoryError:
+                if size == 1:
+                    raise
+                size = max(1, size // 2)
+                self.max_rows = size
+                self.lanes = max(1, min(self.lanes, size))  # admit no more lanes than fit in one call
+                torch.cuda.empty_cache()
+
+    def _decode(self, lanes: list[Lane]) -> _Pending:
+        """VAE-decode finished lanes together and start copying the results to host memory."""
+        pipe = self.pipe
+        latents = self.torch.cat([lane.latents for lane in lanes])
+        vae = pipe.vae
+        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        images = pipe.image_processor.postprocess(images, output_type="pt", do_denormalize=[True] * len(lanes))
+        item = _Pending(lanes, _to_host(images), _to_host(latents))
+        if images.device.type == "cuda":
+            item.event = self.torch.cuda.Event()
+            item.event.record()
+        return item
+
+    def _deliver(self, item: _Pending) -> Iterator[CellOutput]:
+        """Wait for a decode's copy, turn it into PIL images and yield one output per lane."""
+        from diffusers.image_processor import VaeImageProcessor
+
+        if item.event is not None:
+            item.event.synchronize()
+        images = VaeImageProcessor.numpy_to_pil(VaeImageProcessor.pt_to_numpy(item.images))
+        share = (time.perf_counter() - item.started) / len(item.lanes)
+        for lane, image, latents in zip(item.lanes, images, item.latents, strict=True):
+            yield finish(lane.cell, image, latents, lane.nfe, lane.seconds + share)
+
+
+def _to_host(tensor: Any) -> Any:
+    """Start a copy to pinned host memory (a no-op on the CPU), so the GPU is not stalled waiting for it."""
+    import torch
+
+    if tensor.device.type != "cuda":
+        return tensor
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    return host
+
+
+def auto_batch_size(pipe: Any, height: int, width: int) -> int:
+    """Lanes per UNet call: a fixed number on a CPU; on CUDA as many as fit in a share of the free memory,
+    from the measured growth of the UNet's peak memory between batches of 2 and 4 rows."""
+    import torch
+
+    device = pipe._execution_device
+    if device.type != "cuda":
+        return CPU_LANES
+    unet = pipe.unet
+    shape = (unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+    dim = unet.config.cross_attention_dim
+    peaks = []
+    for rows in (2, 4):
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        with torch.inference_mode():
+            unet(torch.zeros((rows, *shape), device=device, dtype=unet.dtype),
+                 torch.full((rows,), 500.0, device=device),
+                 encoder_hidden_states=torch.zeros((rows, 77, dim), device=device, dtype=unet.dtype), return_dict=False)
+        torch.cuda.synchronize(device)
+        peaks.append(torch.cuda.max_memory_allocated(device) - base)
+    per_row = max((peaks[1] - peaks[0]) / 2, 1.0)
+    free, _total = torch.cuda.mem_get_info(device)
+    lanes = int(free * MEMORY_SHARE / per_row) // 2  # two rows per lane with CFG
+    return max(1, min(lanes, MAX_AUTO_LANES))
