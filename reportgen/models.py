@@ -129,11 +129,27 @@ def load_pipeline(info: ModelInfo, device: str = "cpu", dtype: str = "float32") 
             pipe = StableDiffusionPipeline.from_pretrained(info.path, local_files_only=True, safety_checker=None,
                                                            requires_safety_checker=False)
     except (OSError, ValueError, KeyError, RuntimeError, EnvironmentError) as exc:
+        if info.kind == "single-file" and info.config is None:
+            raise ModelError(_single_file_hint(info)) from None
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot load model {info.spec!r}: {message}") from None
     pipe.safety_checker = None
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device=device, dtype=torch_dtype)
+
+
+def _single_file_hint(info: ModelInfo) -> str:
+    """Why a checkpoint without --model-config failed: diffusers needs its architecture's configs."""
+    try:
+        from diffusers.loaders.single_file_utils import fetch_diffusers_config, load_single_file_checkpoint
+
+        repo = fetch_diffusers_config(load_single_file_checkpoint(str(info.path)))["pretrained_model_name_or_path"]
+    except Exception:  # a checkpoint diffusers cannot even classify
+        return (f"cannot load {info.spec!r}: diffusers does not recognise it as a Stable Diffusion checkpoint; "
+                "pass --model-config with a diffusers folder of the same architecture")
+    return (f"cannot load {info.spec!r}: a single-file checkpoint needs its model configs, which diffusers takes "
+            f"from the hub repo {repo!r}, not in the local cache; pass --model-config with a diffusers folder "
+            "of the same architecture, or run once online")
 
 
 @lru_cache(maxsize=1)

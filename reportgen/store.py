@@ -93,6 +93,7 @@ class Store:
         """Hold the store's lock for a render; refuse at once if another render holds it."""
         from filelock import FileLock, Timeout
 
+        created = not self.root.exists()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -103,11 +104,22 @@ class Store:
         except Timeout:
             raise StoreError(f"store {self.root} is in use by another render; wait for it to finish") from None
         except OSError as exc:
+            self._remove_if_new(created)
             raise StoreError(f"cannot lock store {self.root}: {exc.strerror or exc}") from None
         try:
             yield
-        finally:
+        except BaseException:
             lock.release()
+            self._remove_if_new(created)  # a render that failed before its first cell leaves nothing behind
+            raise
+        else:
+            lock.release()
+
+    def _remove_if_new(self, created: bool) -> None:
+        if created and {p.name for p in self.root.iterdir()} <= {"lock"}:
+            with contextlib.suppress(OSError):
+                (self.root / "lock").unlink(missing_ok=True)
+                self.root.rmdir()
 
     def clean_temporary(self) -> int:
         """Remove temporary files an interrupted write left behind; return how many."""
