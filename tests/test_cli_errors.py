@@ -1,0 +1,119 @@
+"""Bad input through the real entry point: one line naming the problem, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from reportgen.cli import main
+
+TOPIC = "---\ntitle: Anime\nprompt: '{prompt}'\n{extra}---\n\nCommentary.\n"
+GOOD = '"an anime girl" -W32 -H32 -C7.5 -S3031912972'
+
+
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
+    """Run `reportgen ARGS` through main(), as the console script does; return (exit code, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["reportgen", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return int(exit_info.value.code or 0), capsys.readouterr().err
+
+
+def set_toml(key: str, value: str) -> Callable[[Path], None]:
+    def change(study: Path) -> None:
+        lines = [line for line in (study / "study.toml").read_text().splitlines() if not line.startswith(f"{key} =")]
+        (study / "study.toml").write_text("\n".join([*lines, f"{key} = {value}"]) + "\n")
+    return change
+
+
+def set_topic(prompt: str = GOOD, extra: str = "") -> Callable[[Path], None]:
+    def change(study: Path) -> None:
+        (study / "topics" / "anime.md").write_text(TOPIC.format(prompt=prompt, extra=extra))
+    return change
+
+
+def write(name: str, text: str) -> Callable[[Path], None]:
+    def change(study: Path) -> None:
+        (study / name).write_text(text)
+    return change
+
+
+def nothing(study: Path) -> None:
+    pass
+
+
+CASES = {
+    "unknown sampler in study.toml": (set_toml("samplers", '["k_eulr"]'), [], "did you mean k_euler"),
+    "unknown sampler option": (nothing, ["--sampler", "Eulr a"], "unknown sampler 'Eulr a'; did you mean"),
+    "malformed prompt": (set_topic('"an anime girl -W32 -S1'), [], "cannot parse prompt"),
+    "unknown prompt option": (set_topic(GOOD + " -Q3"), [], "unknown option '-Q'"),
+    "width not a multiple of 8": (set_topic('"an anime girl" -W33 -H32 -S1'), [], "width must be a positive multiple of 8"),
+    "height not a multiple of 8": (set_topic('"an anime girl" -W32 -H12 -S1'), [], "height must be a positive multiple of 8"),
+    "steps 0 in study.toml": (set_toml("steps", "[2, 0]"), [], "steps must be integers > 0, got 0"),
+    "steps 0 in front matter": (set_topic(extra="steps: [0]\n"), [], "steps must be integers > 0, got 0"),
+    "steps 0 in the prompt": (set_topic(GOOD + " -s0"), [], "steps must be > 0, got 0"),
+    "--steps 0": (nothing, ["--steps", "0"], "steps must be > 0, got 0"),
+    "--steps -3": (nothing, ["--steps", "-3"], "steps must be > 0, got -3"),
+    "missing model file": (nothing, ["--model", "nowhere/model.safetensors"], "model file not found"),
+    "missing model folder": (nothing, ["--model", "./no-such-model"], "model not found: './no-such-model'"),
+    "model folder without model_index.json": (nothing, ["--model", "topics"], "is not a diffusers model folder"),
+    "missing model in study.toml": (set_toml("model", '"gone.ckpt"'), [], "model file not found"),
+    "broken TOML": (write("study.toml", 'title = "x\nsamplers = ['), [], "invalid TOML"),
+    "unknown study.toml key": (set_toml("stepz", "[1]"), [], "unknown setting 'stepz'"),
+    "broken front matter": (write("topics/anime.md", "---\ntitle: [unclosed\nprompt: x\n---\n"), [], "invalid front matter"),
+    "unclosed front matter": (write("topics/anime.md", "---\ntitle: Anime\nprompt: 'x -S1'\n"), [], "not closed by a '---' line"),
+    "front matter missing": (write("topics/anime.md", "just text\n"), [], "missing front matter"),
+    "unknown topic filter": (nothing, ["--topic", "tiger"], "no topic 'tiger'"),
+    "unknown device": (nothing, ["--device", "tpu"], "unknown device 'tpu'"),
+    "unknown dtype": (nothing, ["--dtype", "float8"], "unknown dtype 'float8'"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_exit_2_nothing_written(case: str, tiny_study: Path, capsys, monkeypatch):
+    change, args, expected = CASES[case]
+    change(tiny_study)
+    monkeypatch.chdir(tiny_study)  # relative model paths resolve here, and nothing may appear here either
+    before = sorted(p.relative_to(tiny_study) for p in tiny_study.rglob("*"))
+    code, err = cli(capsys, monkeypatch, "render", tiny_study, *args)
+    assert code == 2, err
+    assert err.startswith("error: ") and expected in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert sorted(p.relative_to(tiny_study) for p in tiny_study.rglob("*")) == before
+    assert not (tiny_study / "store").exists() and not (tiny_study / "grids").exists()
+
+
+def test_missing_study_folder(tmp_path: Path, capsys, monkeypatch):
+    code, err = cli(capsys, monkeypatch, "render", tmp_path / "nowhere")
+    assert (code, err.strip()) == (2, f"error: study folder not found: {tmp_path / 'nowhere'}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_folder_without_study_toml(tmp_path: Path, capsys, monkeypatch):
+    code, err = cli(capsys, monkeypatch, "render", tmp_path)
+    assert (code, err.strip()) == (2, f"error: no study.toml in {tmp_path}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_image_prompt(tmp_path: Path, capsys, monkeypatch):
+    code, err = cli(capsys, monkeypatch, "image", '"a cat" -W30', "--out", tmp_path / "cat.png")
+    assert (code, err.strip()) == (2, "error: width must be a positive multiple of 8, got 30")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_real_subprocess_prints_one_line_and_no_traceback(tiny_study: Path):
+    set_toml("samplers", '["k_eulr"]')(tiny_study)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "reportgen", "render", str(tiny_study)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {tiny_study / 'study.toml'}: unknown sampler 'k_eulr'; did you mean k_euler, k_euler_a, k_heun?"]
+    assert done.stdout == ""
+    assert not (tiny_study / "store").exists() and not (tiny_study / "grids").exists()
