@@ -87,6 +87,49 @@ def render(
 
 
 @app.command()
+def analyze(
+    study: StudyArg,
+    model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line: counts and the fits.")] = False,
+) -> None:
+    """Measure convergence of the rendered cells (distances, indicator/converged steps, rates); cached."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from reportgen import workflow
+    from reportgen.measure import analyze as measure, fits_records
+
+    job = workflow.prepare_render(study, model=model, model_config=model_config, device=device, dtype=dtype,
+                                  store=store)
+    result = measure(job.study, job.store, job.plan.cells)
+    typer.echo(f"{len(result.cells)} cells measured ({result.missing} not rendered), {result.computed} distances "
+               f"computed, {result.cached} cached; thresholds on {result.thresholds.metric} distance: indicator "
+               f"{result.thresholds.indicator:g}, converged {result.thresholds.converged:g}", err=True)
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+    fits = fits_records(result)
+    if as_json:
+        typer.echo(json.dumps({"cells": len(result.cells), "missing": result.missing, "computed": result.computed,
+                               "cached": result.cached, "fits": fits}))
+        return
+    table = Table("topic", "sampler", "indicator: steps (calls)", "converged: steps (calls)", "exponent (expected)",
+                  "status")
+    for f in fits:
+        exponent = "-" if f["exponent"] is None else f"{f['exponent']:.2f} ({f['expected_exponent']})"
+        table.add_row(f["topic"], f["label"], _steps_calls(f, "indicator"), _steps_calls(f, "converged"),
+                      exponent if f["exponent"] is not None else f["fit_note"] or "-", f["status"])
+    Console(width=160).print(table)
+
+
+def _steps_calls(fit: dict, what: str) -> str:  # type: ignore[type-arg]
+    return "-" if fit[f"{what}_steps"] is None else f"{fit[f'{what}_steps']} ({fit[f'{what}_nfe']})"
+
+
+@app.command()
 def samplers() -> None:
     """List the sampler registry: names, aliases, diffusers class, model calls per step, ancestral."""
     from rich.console import Console
