@@ -184,6 +184,41 @@ def image(
     typer.echo(str(path))
 
 
+@app.command()
+def build(
+    study: StudyArg,
+    out: Annotated[Path, typer.Option("--out", help="Site folder to write (replaced as a whole when the build succeeds).")],
+    templates: Annotated[Optional[Path], typer.Option("--templates", help="Folder of templates that override the built-in ones.")] = None,
+    model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Build the static site (HTML and Markdown) from the rendered cells; renders nothing, works offline."""
+    from reportgen.site import build_site
+
+    result = build_site(study, out, templates=templates, model=model, model_config=model_config, device=device,
+                        dtype=dtype, store=store)
+    typer.echo(f"built {result.pages} pages from {result.stored} of {result.total} cells "
+               f"({result.total - result.stored} not rendered yet), reusing {result.reused} files, "
+               f"in {result.seconds:.2f}s", err=True)
+    typer.echo(str(result.index.absolute()))
+
+
+@app.command("new-topic")
+def new_topic(
+    study: StudyArg,
+    slug: Annotated[str, typer.Argument(help="File name of the topic page: a-z, 0-9, '-' and '_'.")],
+    title: Annotated[str, typer.Option("--title", help="The topic's title.")],
+    prompt: Annotated[str, typer.Option("--prompt", help='The prompt in the guide\'s syntax: \'"a red fox" -W512 -H512 -C7.5 -S123\'.')],
+) -> None:
+    """Add a topic page (front matter and a commentary stub) to a study; never overwrites one."""
+    from reportgen.scaffold import new_topic as write_topic
+
+    typer.echo(str(write_topic(study, slug, title, prompt)))
+
+
 def _with_progress(total: int, work):  # type: ignore[no-untyped-def]
     """Run `work(advance)` under a rich progress bar on stderr that `advance` moves one cell on."""
     from rich.console import Console
