@@ -46,7 +46,8 @@ def findings(analysis: Analysis) -> Findings:
     topics = tuple(analysis.topics())
     names = list(dict.fromkeys(s.sampler for s in analysis.samplers))
     by = {(s.topic, s.sampler): s for s in analysis.samplers}
-    statements = [*_fewest(analysis, topics, "converged"), *_fewest(analysis, topics, "indicator"),
+    statements = [*_fewest(analysis, topics, "converged", "steps"), *_fewest(analysis, topics, "converged"),
+                  *_fewest(analysis, topics, "indicator"),
                   *_never(analysis, names), *_limits(analysis, names), *_topic_order(analysis, topics)]
     predicts = tuple((first, tuple(by.get((t, name)) for t in topics))
                      for name in names
@@ -80,23 +81,24 @@ def best_workflow(analysis: Analysis, topics: tuple[str, ...]) -> Workflow | Non
     return min(plans, key=lambda p: (p.workflow_nfe, p.final_nfe), default=None)
 
 
-def _fewest(analysis: Analysis, topics: tuple[str, ...], what: str) -> list[str]:
-    """Which samplers reach `what` ("converged"/"indicator") in the fewest model calls, topic by topic."""
+def _fewest(analysis: Analysis, topics: tuple[str, ...], what: str, unit: str = "nfe") -> list[str]:
+    """Which samplers reach `what` ("converged"/"indicator") in the fewest model calls ("nfe") or steps."""
     wins: dict[str, list[str]] = {}
     for topic in topics:
-        rows = [s for s in analysis.for_topic(topic) if getattr(s, f"{what}_nfe") is not None and not s.ancestral]
+        rows = [s for s in analysis.for_topic(topic) if getattr(s, f"{what}_{unit}") is not None and not s.ancestral]
         if not rows:
             continue
-        best = min(getattr(s, f"{what}_nfe") for s in rows)
+        best = min(getattr(s, f"{what}_{unit}") for s in rows)
         for s in rows:
-            if getattr(s, f"{what}_nfe") == best:
+            if getattr(s, f"{what}_{unit}") == best:
                 wins.setdefault(s.label, []).append(
-                    f"{topic}: {best} calls at {getattr(s, f'{what}_steps')} steps")
+                    f"{topic}: {getattr(s, f'{what}_steps')} steps, {getattr(s, f'{what}_nfe')} calls")
     if not wins:
         return []
     verb = "converged" if what == "converged" else "predicted its final image"
+    fewest = "model calls" if unit == "nfe" else "steps"
     ranked = sorted(wins.items(), key=lambda kv: -len(kv[1]))
-    return [f"{label} {verb} in the fewest model calls in {len(where)} of {len(topics)} topics ({'; '.join(where)})."
+    return [f"{label} {verb} in the fewest {fewest} in {len(where)} of {len(topics)} topics ({'; '.join(where)})."
             for label, where in ranked]
 
 
@@ -154,12 +156,16 @@ def _suggestions(analysis: Analysis, names: list[str], plan: Workflow | None) ->
         out.append(text + ".")
     ancestral = [n for n in names if next(s for s in analysis.samplers if s.sampler == n).ancestral]
     if ancestral:
-        labels = ", ".join(next(s.label for s in analysis.samplers if s.sampler == n) for n in ancestral)
+        labels = _and([next(s.label for s in analysis.samplers if s.sampler == n) for n in ancestral])
         out.append(f"Do not use low-step previews of {labels}: an ancestral sampler's image keeps changing with the "
                    "step count, so a preview does not predict it.")
     differ = [n for n in names if any(s.limit_differs for s in analysis.samplers if s.sampler == n)]
     if differ:
-        labels = ", ".join(next(s.label for s in analysis.samplers if s.sampler == n) for n in differ)
+        labels = _and([next(s.label for s in analysis.samplers if s.sampler == n) for n in differ])
         out.append(f"Do not expect {labels} to match the other samplers at high step counts: their final images "
                    f"stay away from {analysis.reference_label}'s.")
     return out
+
+
+def _and(labels: list[str]) -> str:
+    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"

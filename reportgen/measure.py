@@ -385,10 +385,15 @@ def ssim_distance(image: np.ndarray, target: np.ndarray) -> float:
     return float(1.0 - structural_similarity(image, target, channel_axis=2, data_range=255, win_size=window))
 
 
+def export_files(analysis: Analysis) -> dict[str, bytes]:
+    """The exports as site-relative paths and bytes: data/metrics.csv and data/fits.json."""
+    return {"data/metrics.csv": metrics_csv(analysis).encode(),
+            "data/fits.json": (json.dumps(fits_records(analysis), indent=1) + "\n").encode()}
+
+
 def write_exports(analysis: Analysis, out_dir: Path) -> list[Path]:
     """Write DIR/data/metrics.csv (one row per cell) and DIR/data/fits.json (one object per topic and sampler)."""
-    return [atomic_write(out_dir / "data" / "metrics.csv", metrics_csv(analysis).encode()),
-            atomic_write(out_dir / "data" / "fits.json", (json.dumps(fits_records(analysis), indent=1) + "\n").encode())]
+    return [atomic_write(out_dir / path, data) for path, data in export_files(analysis).items()]
 
 
 def metrics_csv(analysis: Analysis) -> str:
