@@ -219,6 +219,80 @@ def new_topic(
     typer.echo(str(write_topic(study, slug, title, prompt)))
 
 
+@app.command()
+def speed(
+    study: StudyArg,
+    sampler: Annotated[list[str], typer.Option("--sampler", help="Only this sampler (repeatable); default: the study's.")] = [],
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Steps per image (default: [speed] steps, else 50).")] = None,
+    samples: Annotated[Optional[int], typer.Option("--samples", min=1, help="Images averaged per sampler (default 3).")] = None,
+    topic: Annotated[Optional[str], typer.Option("--topic", help="Topic whose prompt is timed; default: the first.")] = None,
+    model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Time each sampler alone as the guide did (batch 1, 3-sample average); write STUDY/speed.json."""
+    from reportgen.speed import SPEED_FILE, measure_speed
+
+    record = measure_speed(study, samplers=sampler, steps=steps, samples=samples, topic=topic, model=model,
+                           model_config=model_config, device=device, dtype=dtype)
+    typer.echo(f"{record['device_name']} ({record['device']}/{record['dtype']}), {record['steps']} steps, "
+               f"{record['width']}x{record['height']}, mean of {record['samples']}:")
+    for row in record["samplers"]:
+        typer.echo(f"  {row['label']:16} {row['it_per_s']:9.3f} it/s {row['s_per_image']:9.3f} s/image")
+    typer.echo(str(study / SPEED_FILE))
+
+
+WorkflowTopic = Annotated[str, typer.Option("--topic", help="The topic (its prompt, size and CFG).")]
+WorkflowSampler = Annotated[Optional[str], typer.Option("--sampler", help="Sampler (default k_lms, which converges).")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Cells per shared UNet call.")]
+
+
+@app.command()
+def preview(
+    study: StudyArg,
+    topic: WorkflowTopic,
+    count: Annotated[int, typer.Option("--count", min=1, help="How many seeds: the topic's seed and the next ones.")] = 100,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Steps per preview.")] = 10,
+    sampler: WorkflowSampler = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    store: StoreOpt = None,
+    batch_size: BatchSizeOpt = None,
+) -> None:
+    """Render many seeds at few steps onto a contact sheet labelled with seeds (STUDY/previews/)."""
+    from reportgen.preview import run_preview
+
+    out = run_preview(study, topic, count=count, steps=steps, sampler=sampler, model=model, device=device,
+                      dtype=dtype, store=store, batch_size=batch_size)
+    typer.echo(f"{out.result.rendered} rendered, {out.result.cached} cached in {out.seconds:.1f}s", err=True)
+    typer.echo(str(out.paths[0]))
+
+
+@app.command()
+def polish(
+    study: StudyArg,
+    topic: WorkflowTopic,
+    seeds: Annotated[str, typer.Option("--seeds", help="Seeds chosen from a contact sheet: 17,42.")],
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Steps per final image.")] = 100,
+    sampler: WorkflowSampler = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    store: StoreOpt = None,
+    batch_size: BatchSizeOpt = None,
+) -> None:
+    """Render the chosen seeds at many steps; copies of the finals go to STUDY/polished/."""
+    from reportgen.preview import parse_seeds, run_polish
+
+    out = run_polish(study, topic, parse_seeds(seeds), steps=steps, sampler=sampler, model=model, device=device,
+                     dtype=dtype, store=store, batch_size=batch_size)
+    typer.echo(f"{out.result.rendered} rendered, {out.result.cached} cached in {out.seconds:.1f}s", err=True)
+    for path in out.paths:
+        typer.echo(str(path))
+
+
 def _with_progress(total: int, work):  # type: ignore[no-untyped-def]
     """Run `work(advance)` under a rich progress bar on stderr that `advance` moves one cell on."""
     from rich.console import Console

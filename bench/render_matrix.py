@@ -1,0 +1,280 @@
+"""Render the same study with the batched executor and the per-cell pipeline, interleaved, in one process.
+
+CPU (default when no GPU): the tests' tiny model, 2 topics x the guide's 8 samplers x 3 step counts.
+CUDA: an SD 1.5-architecture UNet, VAE and CLIP text encoder built from configs in code with random
+weights (timing needs no weights, so nothing is downloaded) at 512x512 in half precision, on the
+8-sampler x {10, 20, 30, 40, 50, 100} matrix; it also prints model calls/s and the fraction of the card's
+dense bf16/fp16 peak reached, from FLOPs per UNet call counted by torch's FlopCounterMode.
+
+Everything is time-boxed by --budget (seconds, model building included): a run that would not finish
+in time, judged from the rates already measured, is skipped and said so; a watchdog prints what was
+measured and exits if the budget is overrun anyway.
+
+    python bench/render_matrix.py                       # CPU, tiny model
+    python bench/render_matrix.py --device cuda --budget 330 --json-out result.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from reportgen.models import SD1_SCHEDULER, ModelInfo, byte_tokenizer, load_pipeline, resolve_model  # noqa: E402
+from reportgen.plan import plan  # noqa: E402
+from reportgen.render import render  # noqa: E402
+from reportgen.samplers import GUIDE_SAMPLERS, get_sampler  # noqa: E402
+from reportgen.store import Store  # noqa: E402
+from reportgen.study import load_study  # noqa: E402
+
+TOPICS = [  # the guide's prompts; CFG 7.5 as in the guide
+    ("anime", "an anime girl", 3031912972),
+    ("nature", "valley landscape wallpaper, d&d art, fantasy, painted, 4k, high detail", 1458228930),
+    ("food", "a hamburger with a bowl of french fries", 4053222918),
+    ("animals", "grown tiger, full body", 3721629802),
+    ("people", "portrait photo of a middle-aged woman with short grey hair, studio lighting", 2131956332),
+]
+# Dense (no sparsity) bf16/fp16 tensor-core peaks from the vendors' datasheets, TFLOP/s; first match wins.
+PEAKS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4),
+         ("A100", 312.0), ("L40S", 362.1), ("L4", 121.0), ("A10G", 70.0), ("RTX 4090", 165.2)]
+
+
+def parse() -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--dtype", default=None, help="CUDA: bfloat16 (default) or float16; CPU: float32")
+    p.add_argument("--reps", type=int, default=3, help="repetitions of each executor (interleaved)")
+    p.add_argument("--topics", type=int, default=None, help="topics in the compared study (CPU 2, CUDA 1)")
+    p.add_argument("--steps", default=None, help="step counts, comma-separated (CPU 4,8,12; CUDA 10,...,100)")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels (CPU 32, CUDA 512)")
+    p.add_argument("--batch-size", type=int, default=None, help="lanes per UNet call (default: automatic)")
+    p.add_argument("--throughput-topics", type=int, default=None,
+                   help="after the comparison, one batched-only run of this many topics to fill the batch (CUDA 4)")
+    p.add_argument("--quick", action="store_true", help="steps 10,20 and 1 repetition: a smoke run")
+    p.add_argument("--budget", type=float, default=None, help="seconds for the whole run (CPU 1800, CUDA 330)")
+    p.add_argument("--channels-last", action="store_true", help="CUDA: UNet in channels_last memory format")
+    p.add_argument("--peak-tflops", type=float, default=None, help="override the card's assumed dense peak")
+    p.add_argument("--json-out", type=Path, default=None, help="also write the results as JSON here")
+    return p.parse_args()
+
+
+def build_sd15(device: str, dtype: str) -> Any:
+    """An SD 1.5-architecture pipeline (UNet 860M, VAE, CLIP ViT-L text encoder) with random weights."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = byte_tokenizer()
+    torch.manual_seed(0)
+    with torch.device(device):  # initialise on the card: 1B parameters are slow to initialise on a CPU
+        unet = UNet2DConditionModel(  # SD 1.x: the defaults are its blocks; its text width is 768
+            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+            block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
+            block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.18215)
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+            num_hidden_layers=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id))
+    pipe = StableDiffusionPipeline(
+        vae=vae.eval(), text_encoder=text_encoder.eval(), unet=unet.eval(), tokenizer=tokenizer,
+        scheduler=PNDMScheduler.from_config(SD1_SCHEDULER), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device=device, dtype=getattr(torch, dtype))
+
+
+def unet_flops(pipe: Any, size: int) -> float:
+    """FLOPs of one UNet call on a CFG pair (batch 2) at `size` pixels, counted by torch's FlopCounterMode."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unet, device = pipe.unet, pipe._execution_device
+    side = size // pipe.vae_scale_factor
+    sample = torch.zeros((2, unet.config.in_channels, side, side), device=device, dtype=unet.dtype)
+    states = torch.zeros((2, 77, unet.config.cross_attention_dim), device=device, dtype=unet.dtype)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        unet(sample, torch.full((2,), 500.0, device=device), encoder_hidden_states=states, return_dict=False)
+    return float(counter.get_total_flops())
+
+
+def write_study(root: Path, topics: int, steps: list[int], size: int) -> Path:
+    """A study folder: `topics` of the guide's prompts x its 8 samplers x `steps`."""
+    (root / "topics").mkdir(parents=True)
+    names = ", ".join(f'"{s}"' for s in GUIDE_SAMPLERS)
+    (root / "study.toml").write_text(f'title = "bench"\nmodel = "tiny"\nsamplers = [{names}]\nsteps = {steps}\n')
+    for order, (slug, text, seed) in enumerate((TOPICS * 10)[:topics]):
+        slug = f"{slug}{order}"
+        (root / "topics" / f"{slug}.md").write_text(
+            f"---\ntitle: {slug}\nprompt: '\"{text}\" -W{size} -H{size} -C7.5 -S{seed + order}'\norder: {order}\n---\n")
+    return root
+
+
+class Bench:
+    """Runs renders into fresh stores, keeps every measurement, and enforces the time box."""
+
+    def __init__(self, pipe: Any, model: ModelInfo, device: str, dtype: str, budget: float, started: float) -> None:
+        self.pipe, self.model, self.device, self.dtype = pipe, model, device, dtype
+        self.budget, self.started = budget, started
+        self.runs: list[dict[str, Any]] = []
+        self.tmp = Path(tempfile.mkdtemp(prefix="render-matrix-"))
+
+    def left(self) -> float:
+        """Seconds left in the budget."""
+        return self.budget - (time.perf_counter() - self.started)
+
+    def run(self, study_dir: Path, executor: str, label: str, batch_size: int | None) -> dict[str, Any] | None:
+        """Render the whole study into a fresh store with `executor`; None if the time box forbids it."""
+        import torch
+
+        study = load_study(study_dir)
+        store = Store(self.tmp / f"store-{len(self.runs)}")
+        the_plan = plan(study, self.model, self.device, self.dtype, store)
+        predicted = self.predict(executor, the_plan.nfe_to_run)
+        if predicted is not None and predicted > self.left() - 5:
+            print(f"  skipped {label} {executor}: needs about {predicted:.0f}s, {self.left():.0f}s left", flush=True)
+            return None
+        options = {"batch_size": batch_size} if executor == "batched" else {}
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        result = render(the_plan, self.pipe, self.model, store, executor=executor, **options)
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        shutil.rmtree(store, ignore_errors=True)
+        images = result.rendered + len(result.failed)
+        row = {"label": label, "executor": executor, "images": images, "failed": len(result.failed),
+               "nfe": result.nfe, "seconds": seconds, "images_per_s": images / seconds, "calls_per_s": result.nfe / seconds}
+        if self.device == "cuda":
+            row["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        self.runs.append(row)
+        print(f"  {label:10} {executor:8} {images:4d} images {result.nfe:6d} calls {seconds:8.2f}s "
+              f"{row['images_per_s']:7.3f} images/s {row['calls_per_s']:8.2f} calls/s"
+              + (f"  ({len(result.failed)} non-finite)" if result.failed else ""), flush=True)
+        return row
+
+    def predict(self, executor: str, nfe: int) -> float | None:
+        """Seconds a render of `nfe` calls would take at this executor's slowest measured rate."""
+        runs = [r for r in self.runs if r["executor"] == executor]
+        measured = [r for r in runs if r["label"] != "warm-up"] or runs  # warm-up rates are the slowest
+        return nfe / min(r["calls_per_s"] for r in measured) if measured else None
+
+
+def main() -> None:
+    """Build the model, warm up, run the interleaved comparison, then print medians and peak fractions."""
+    import torch
+
+    args = parse()
+    started = time.perf_counter()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.startswith("cuda")
+    dtype = args.dtype or ("bfloat16" if cuda else "float32")
+    steps = [int(s) for s in (args.steps or ("10,20,30,40,50,100" if cuda else "4,8,12")).split(",")]
+    reps = args.reps
+    if args.quick:
+        steps, reps = steps[:2], 1
+    topics = args.topics or (1 if cuda else 2)
+    size = args.size or (512 if cuda else 32)
+    budget = args.budget or (330.0 if cuda else 1800.0)
+    throughput_topics = args.throughput_topics if args.throughput_topics is not None else (4 if cuda else 0)
+
+    if cuda:
+        pipe = build_sd15(device, dtype)
+        if args.channels_last:
+            pipe.unet.to(memory_format=torch.channels_last)
+        model = ModelInfo("bench-sd15-random", "bench", "bench-sd15-random-v1", scheduler_config=dict(SD1_SCHEDULER))
+        name = torch.cuda.get_device_name()
+    else:
+        model = resolve_model("tiny")
+        pipe = load_pipeline(model, device, dtype)
+        name = "CPU"
+    flops = unet_flops(pipe, size)
+    bench = Bench(pipe, model, device, dtype, budget, started)
+    print(f"device: {name}; dtype {dtype}; {size}x{size}; torch {torch.__version__}; threads {torch.get_num_threads()}")
+    print(f"UNet FLOPs per call on a CFG pair: {flops / 1e9:.3f} GFLOP (FlopCounterMode)")
+    peak = args.peak_tflops or next((p for key, p in PEAKS if key in name), None) if cuda else None
+    if cuda:
+        print(f"assumed dense {dtype} peak: {peak} TFLOP/s" + (" (--peak-tflops)" if args.peak_tflops else
+                                                              " (datasheet, by device name)"))
+
+    def summary() -> dict[str, Any]:
+        compared = [r for r in bench.runs if r["label"].startswith("rep")]
+        ratios = []
+        for label in dict.fromkeys(r["label"] for r in compared):
+            pair = {r["executor"]: r for r in compared if r["label"] == label}
+            if len(pair) == 2:
+                ratios.append(pair["pipeline"]["seconds"] / pair["batched"]["seconds"])
+        out: dict[str, Any] = {"device": name, "dtype": dtype, "size": size, "steps": steps, "topics": topics,
+                               "samplers": list(GUIDE_SAMPLERS), "flops_per_call": flops, "peak_tflops": peak,
+                               "runs": bench.runs, "ratios": ratios,
+                               "median_ratio": statistics.median(ratios) if ratios else None}
+        print("\nsummary")
+        for executor in ("pipeline", "batched"):
+            rows = [r for r in compared if r["executor"] == executor]
+            if rows:
+                ips = statistics.median(r["images_per_s"] for r in rows)
+                cps = statistics.median(r["calls_per_s"] for r in rows)
+                line = f"  {executor:8} median {ips:.3f} images/s, {cps:.2f} model calls/s over {len(rows)} runs"
+                if peak:
+                    line += f", {cps * flops / 1e12 / peak:.1%} of peak"
+                print(line)
+                out[executor] = {"images_per_s": ips, "calls_per_s": cps}
+        for r in (r for r in bench.runs if r["label"] == "throughput"):
+            line = f"  batched at full batch ({r['images']} images): {r['images_per_s']:.3f} images/s, {r['calls_per_s']:.2f} calls/s"
+            if peak:
+                line += f", {r['calls_per_s'] * flops / 1e12 / peak:.1%} of peak"
+            print(line)
+        if ratios:
+            print(f"  median ratio batched/pipeline (speedup): {out['median_ratio']:.2f}x "
+                  f"(per repetition: {', '.join(f'{x:.2f}' for x in ratios)})")
+        if args.json_out:
+            args.json_out.write_text(json.dumps(out, indent=2))
+        return out
+
+    def overrun(*_: Any) -> None:
+        print(f"\ntime box of {budget:.0f}s overrun: stopping with what was measured", flush=True)
+        summary()
+        raise SystemExit(3)
+
+    signal.signal(signal.SIGALRM, overrun)
+    signal.alarm(max(1, int(budget - (time.perf_counter() - started))))
+    try:
+        warm = write_study(bench.tmp / "warm", 1, [2], size)  # first calls pay for kernel selection and caches
+        for executor in ("pipeline", "batched"):
+            bench.run(warm, executor, "warm-up", args.batch_size)
+        study = write_study(bench.tmp / "study", topics, steps, size)
+        print(f"study: {topics} topics x {len(GUIDE_SAMPLERS)} samplers x steps {steps}, "
+              f"{sum(get_sampler(s).nfe(n) for s in GUIDE_SAMPLERS for n in steps) * topics} model calls")
+        for rep in range(reps):  # alternate which executor goes first, so drift in the machine hits both
+            order = ("batched", "pipeline") if rep % 2 == 0 else ("pipeline", "batched")
+            for executor in order:
+                bench.run(study, executor, f"rep{rep + 1}", args.batch_size)
+        if throughput_topics:
+            big = write_study(bench.tmp / "throughput", throughput_topics, steps, size)
+            bench.run(big, "batched", "throughput", args.batch_size)
+    finally:
+        signal.alarm(0)
+        shutil.rmtree(bench.tmp, ignore_errors=True)
+    summary()
+
+
+if __name__ == "__main__":
+    main()
