@@ -36,6 +36,7 @@ from reportgen.errors import SiteError
 from reportgen.models import ModelInfo, resolve_model
 from reportgen.plan import KEY_VERSION, Cell
 from reportgen.samplers import SAMPLERS, get_sampler
+from reportgen.siteconvergence import Convergence, gather_convergence
 from reportgen.sitefiles import MANIFEST, THUMB_SIZE, Previous, SiteFile, read_previous, thumbnail, write_site
 from reportgen.store import Store
 from reportgen.study import Study, Topic, load_study
@@ -212,6 +213,7 @@ class SiteData:
     batch_kept: int = BATCH_KEPT
     files: tuple[SiteFile, ...] = field(default=(), repr=False)
     plan_cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    convergence: Convergence | None = None  # measured convergence (siteconvergence.py); None before any render
 
 
 class PageContext(TypedDict):
@@ -261,6 +263,7 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
     steps = tuple(sorted({v.steps for v in all_views}))
     summary = _summaries(study, all_views, steps)
     stored = [v for v in all_views if v.stored]
+    convergence = gather_convergence(study, the_store, cells, previous, files)
     return SiteData(
         title=study.title, description=study.description, model=info.spec, model_identity=info.identity,
         device=device, dtype=dtype, environment=dict(plan_cache["environment"]),
@@ -268,7 +271,7 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
         samplers=tuple(_sampler_view(s, _study_samplers(study)) for s in SAMPLERS), summary=summary, steps=steps,
         speedups=_speedups(summary, steps), stored=len(stored), total=len(all_views),
         nfe_counted=sum(v.nfe_counted or 0 for v in stored), seconds=sum(v.seconds or 0.0 for v in stored),
-        files=tuple(files), plan_cache=plan_cache,
+        files=tuple(files), plan_cache=plan_cache, convergence=convergence,
     )
 
 

@@ -1,6 +1,7 @@
 import json
 import math
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from reportgen.measure import (
 )
 from reportgen.plots import rates_plot, topic_plots
 from reportgen.study import load_study
-from tests.conftest import write_study
+from conftest import write_study
 
 runner = CliRunner()
 STEPS = [2, 4, 8, 16]
@@ -202,3 +203,68 @@ def test_analyze_bad_thresholds_and_unrendered_study_exit_2(tmp_path: Path, caps
     code, err = cli("analyze", str(root))
     assert code == 2 and err.splitlines()[-1].startswith("error: no rendered cells of this study in ")
     assert not (root / "store").exists()
+
+
+class _Tables(HTMLParser):
+    """Collect the text of every cell of the tables with the given ids, by row's data-sampler and cell key."""
+
+    def __init__(self, ids: set[str]) -> None:
+        super().__init__()
+        self.ids, self.table, self.row, self.key, self.text = ids, None, None, None, None
+        self.cells: dict[tuple[str, str, str], str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        a = dict(attrs)
+        if tag == "table" and a.get("id") in self.ids:
+            self.table = a["id"]
+        elif self.table and tag == "tr":
+            self.row = a.get("data-sampler")
+        elif self.table and self.row and tag == "td" and ("data-field" in a or "data-topic" in a):
+            self.key, self.text = a.get("data-field") or a.get("data-topic"), []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self.table = None
+        elif tag == "td" and self.key is not None:
+            self.cells[(self.table, self.row, self.key)] = " ".join("".join(self.text).split())
+            self.key = None
+
+    def handle_data(self, data: str) -> None:
+        if self.key is not None:
+            self.text.append(data)
+
+
+def test_site_pages_show_what_the_exports_hold(rendered: Path, tmp_path: Path):
+    from reportgen.site import build_site
+
+    out = tmp_path / "site"
+    build_site(rendered, out)
+    fits = json.loads((out / "data" / "fits.json").read_text())
+    rows = (out / "data" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 12 and {f["sampler"] for f in fits} == {"k_euler", "ddim", "k_euler_a"}
+
+    topic = _Tables({"convergence-table"})
+    topic.feed((out / "topics" / "anime.html").read_text())
+    index = _Tables({"predicts-table", "rates-table"})
+    index.feed((out / "index.html").read_text())
+    for f in fits:
+        shown = {k: v for (_, sampler, k), v in topic.cells.items() if sampler == f["sampler"]}
+        for field in ("indicator_steps", "indicator_nfe", "converged_steps", "converged_nfe", "expected_exponent"):
+            assert shown[field] == ("–" if f[field] is None else str(f[field])), (f["sampler"], field)
+        for field, digits in (("exponent", 2), ("exponent_spread", 2), ("residual", 2), ("final_to_reference", 3)):
+            assert shown[field] == ("–" if f[field] is None else f"{f[field]:,.{digits}f}"), (f["sampler"], field)
+        assert shown["status"].startswith(f["status"])
+        if f["ancestral"]:
+            assert ("predicts-table", f["sampler"], "anime") not in index.cells
+        else:
+            predicted = index.cells[("predicts-table", f["sampler"], "anime")]
+            assert predicted == ("–" if f["indicator_steps"] is None
+                                 else f"{f['indicator_steps']} ({f['indicator_nfe']} calls)")
+            rate = index.cells[("rates-table", f["sampler"], "anime")]
+            assert rate == ("–" if f["exponent"] is None else f"{f['exponent']:.2f} ± {f['exponent_spread']:.2f}")
+    md = (out / "topics" / "anime.md").read_text()
+    assert "## Convergence, measured" in md and "img/plots/anime-steps-" in md
+    index_html = (out / "index.html").read_text()
+    assert "K_EULER_A is ancestral" in index_html and 'href="data/fits.json"' in index_html
+    for svg in (out / "img" / "plots").iterdir():
+        assert svg.suffix == ".svg" and svg.name.split("-")[0] in ("anime", "rates")

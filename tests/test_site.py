@@ -211,8 +211,9 @@ def test_rebuild_reuses_files_and_keeps_content(site: tuple[Path, Path], tmp_pat
     result = build(study, copy)
     assert result.exit_code == 0, result.output
     assert tree_digest(copy) == tree_digest(out)
-    # 12 rendered cells (full PNG + thumbnail) and 4 grids come from the previous site, not from the store
-    assert "built 15 pages from 12 of 16 cells (4 not rendered yet), reusing 28 files" in result.stderr
+    # 12 rendered cells (full PNG + thumbnail), 4 grids and 7 convergence plots (2 for each of the 3 measured
+    # topics, 1 of rates) come from the previous site, not from the store
+    assert "built 15 pages from 12 of 16 cells (4 not rendered yet), reusing 35 files" in result.stderr
     assert full.stat().st_ino == inode  # hard-linked from the previous site, not copied again
 
 
