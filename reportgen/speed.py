@@ -12,6 +12,7 @@ import json
 import platform
 import statistics
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,63 @@ def preview_polish(study_root: Path) -> list[dict[str, Any]]:
                            latent_distance=latent_distance(np.load(early.latents), np.load(final.latents)))
             out.append(row)
     return out
+
+
+def workflow_summary(study_root: Path) -> list[dict[str, Any]]:
+    """Per topic and sampler, the latest preview and polish runs' measured time (each cell's own seconds),
+    what rendering every preview at the final steps would have cost at the polish's measured rate, and
+    the speedup of previewing first."""
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for run in workflow_runs(study_root):
+        latest[(run["topic"], run["sampler"], run["kind"])] = run
+    out = []
+    for (topic, sampler, kind), polish in latest.items():
+        preview = latest.get((topic, sampler, "preview"))
+        if kind != "polish" or preview is None:
+            continue
+        preview_s = sum(c["seconds"] or 0.0 for c in preview["cells"])
+        polish_s = sum(c["seconds"] or 0.0 for c in polish["cells"])
+        per_final = polish_s / len(polish["cells"])
+        all_final = per_final * len(preview["cells"])
+        out.append({"topic": topic, "sampler": sampler, "label": get_sampler(sampler).label,
+                    "previews": len(preview["cells"]), "preview_steps": preview["steps"], "preview_s": preview_s,
+                    "polished": len(polish["cells"]), "polish_steps": polish["steps"], "polish_s": polish_s,
+                    "all_final_s": all_final, "speedup": all_final / (preview_s + polish_s) if preview_s + polish_s else None,
+                    "executor": polish["executor"]})
+    return out
+
+
+@dataclass(frozen=True)
+class SpeedSection:
+    """What the site shows about speed: the sampler table, the guide's example, the measured workflow."""
+
+    device_name: str
+    dtype: str
+    steps: int
+    samples: int
+    width: int
+    height: int
+    rows: tuple[dict[str, Any], ...]
+    example: dict[str, Any] | None
+    workflow: tuple[dict[str, Any], ...]
+    closeness: tuple[dict[str, Any], ...]
+
+
+def gather_speed(study_root: Path, example_sampler: str = "k_lms") -> SpeedSection | None:
+    """Everything above for the site from STUDY/speed.json and STUDY/workflow.json; None if neither exists."""
+    speed = load_speed(study_root)
+    workflow = tuple(workflow_summary(study_root))
+    if speed is None and not workflow:
+        return None
+    rows = tuple(speed_table(study_root))
+    name = example_sampler if any(r["sampler"] == get_sampler(example_sampler).name for r in rows) else (
+        rows[0]["sampler"] if rows else example_sampler)
+    return SpeedSection(
+        device_name=speed["device_name"] if speed else "", dtype=speed["dtype"] if speed else "",
+        steps=speed["steps"] if speed else 0, samples=speed["samples"] if speed else 0,
+        width=speed["width"] if speed else 0, height=speed["height"] if speed else 0, rows=rows,
+        example=worked_example(study_root, name) if rows else None, workflow=workflow,
+        closeness=tuple(preview_polish(study_root)))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

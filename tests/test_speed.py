@@ -10,10 +10,18 @@ from typer.testing import CliRunner
 from reportgen.cli import app
 from reportgen.errors import ReportgenError
 from reportgen.samplers import get_sampler
-from reportgen.speed import preview_polish, speed_table, worked_example, workflow_runs
+from reportgen.speed import gather_speed, preview_polish, speed_table, worked_example, workflow_runs
 from reportgen.store import Store, read_parameters
 
 runner = CliRunner()
+
+
+def section(study: Path) -> str:
+    """The site's speed section as Markdown, through the site's own Jinja environment and filters."""
+    from reportgen.sitepages import environment, template_dirs
+
+    template = environment(template_dirs()).from_string('{% import "_speed.md" as sp %}{{ sp.speed_section(s) }}')
+    return template.render(s=gather_speed(study))
 
 
 def run(*args: str):
@@ -40,6 +48,8 @@ def test_speed_records_each_sampler_alone(tiny_study: Path):
     assert math.isclose(example["all_final_s"], 100 * 100 / it_per_s)
     assert math.isclose(example["preview_then_polish_s"], (100 * 10 + 3 * 100) / it_per_s)
     assert worked_example(tiny_study, "ddim") is None  # not measured
+    text = section(tiny_study)
+    assert "| K\\_EULER |" in text and "| K\\_HEUN |" in text and "**7.7×**" in text  # 10000 / 1300 steps
 
 
 def test_preview_then_polish(tiny_study: Path):
@@ -67,6 +77,8 @@ def test_preview_then_polish(tiny_study: Path):
         assert row["preview_steps"] == 2 and row["seconds"] > 0 and row["preview_seconds"] > 0
         assert 0 < row["latent_distance"] < 2 and 0 <= row["ssim_distance"] <= 2
     assert rows[2]["latent_distance"] is None
+    text = section(tiny_study)
+    assert "| anime | K\\_EULER | 12 at 2 steps," in text and "| 5 | k\\_euler | not previewed |" in text
 
 
 def test_bad_seeds_write_nothing(tiny_study: Path):
