@@ -101,7 +101,9 @@ def load_study(root: Path | str) -> Study:
     paths = sorted(topics_dir.glob("*.md")) if topics_dir.is_dir() else []
     if not paths:
         raise StudyError(f"no topics/*.md in {root}")
-    topics = [_load_topic(p, samplers, steps, seeds, negative, max_pixels) for p in paths]
+    if seeds > max_cells:  # checked before any seed list is built: a huge count must not hang the load
+        raise StudyError(f"{where}: seeds = {seeds} is over max_cells = {max_cells}; raise max_cells to go on")
+    topics = [_load_topic(p, samplers, steps, seeds, negative, max_pixels, max_cells) for p in paths]
     topics.sort(key=lambda t: (t.order, t.slug))
 
     cells = sum(len(t.samplers) * len(t.steps) * len(t.seeds) for t in topics)
@@ -134,7 +136,7 @@ def split_front_matter(text: str, where: str) -> tuple[dict[str, Any], str]:
 
 
 def _load_topic(path: Path, samplers: tuple[str, ...], steps: tuple[int, ...], seeds: int,
-                negative: str, max_pixels: int) -> Topic:
+                negative: str, max_pixels: int, max_cells: int) -> Topic:
     where = str(path)
     slug = path.stem
     if not SLUG.match(slug):
@@ -164,9 +166,11 @@ def _load_topic(path: Path, samplers: tuple[str, ...], steps: tuple[int, ...], s
         raise StudyError(f"{where}: order must be an integer, got {order!r}")
     topic_steps = _steps(meta.get("steps"), where) or steps
     if prompt.steps is not None and prompt.steps not in topic_steps:
-        topic_steps = tuple(sorted({*topic_steps, prompt.steps}))
+        topic_steps = tuple(sorted({*topic_steps, *_steps([prompt.steps], where)}))
     topic_samplers = _samplers(meta.get("samplers"), where) or samplers
     count = _positive_int(meta.get("seeds", seeds if prompt.count is None else prompt.count), "seeds", where)
+    if count > max_cells:
+        raise StudyError(f"{where}: {count} seeds is over max_cells = {max_cells}; raise max_cells in study.toml to go on")
     return Topic(slug=slug, title=title, prompt=prompt, order=order, commentary=body, steps=topic_steps,
                  seeds=topic_seeds(prompt, count), samplers=topic_samplers, path=path)
 
