@@ -23,7 +23,7 @@ from reportgen.plan import Cell
 from reportgen.render import CellOutput, finish
 from reportgen.samplers import get_sampler
 
-CPU_LANES = 16  # lanes per UNet call on a CPU: the measured sweet spot of bench/render_matrix.py (docs/performance.md)
+CPU_LANES = 16  # lanes per UNet call on a CPU: enough to amortise per-call overhead; not tuned (docs/performance.md)
 MAX_AUTO_LANES = 64  # cap of the automatic choice on GPUs: bigger batches only delay the first stored cell
 MEMORY_SHARE = 0.6  # of the free GPU memory the UNet's activations may use; the rest is VAE decode and slack
 DECODE_BATCH = 8  # finished lanes decoded per VAE call
@@ -213,7 +213,7 @@ class _BatchedRun:
                     for i in range(0, total, size)
                 ]
                 return parts[0] if len(parts) == 1 else torch.cat(parts)
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:
                 if size == 1:
                     raise
                 size = max(1, size // 2)
