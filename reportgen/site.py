@@ -209,6 +209,7 @@ class SiteData:
     total: int
     nfe_counted: int
     seconds: float
+    executors: tuple[str, ...]  # how the rendered cells were made (the records' executor names)
     batch_images: int = BATCH_IMAGES
     batch_kept: int = BATCH_KEPT
     files: tuple[SiteFile, ...] = field(default=(), repr=False)
@@ -271,6 +272,7 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
         samplers=tuple(_sampler_view(s, _study_samplers(study)) for s in SAMPLERS), summary=summary, steps=steps,
         speedups=_speedups(summary, steps), stored=len(stored), total=len(all_views),
         nfe_counted=sum(v.nfe_counted or 0 for v in stored), seconds=sum(v.seconds or 0.0 for v in stored),
+        executors=tuple(sorted({v.executor for v in stored if v.executor})),
         files=tuple(files), plan_cache=plan_cache, convergence=convergence,
     )
 
@@ -283,7 +285,8 @@ def render_site(data: SiteData, templates: Path | None = None) -> tuple[dict[str
     pages: list[tuple[str, str, dict[str, Any]]] = []
     for name in ("index", "samplers", "methodology"):
         for ext in ("html", "md"):
-            pages.append((f"{name}.{ext}", f"{name}.{ext}", dict(PageContext(site=data, root="", path=f"{name}.{ext}"))))
+            page = f"{name}.{ext}"
+            pages.append((page, page, dict(PageContext(site=data, root="", path=page))))
     pages.append(("guide.md", "guide.md", dict(PageContext(site=data, root="", path="guide.md"))))
     for topic in data.topics:
         for path in (topic.html, topic.md):
@@ -323,14 +326,25 @@ def _planned_cells(study: Study, info: ModelInfo, device: str | None, dtype: str
             return [Cell(**c) for c in cached["cells"]], cached
         except (KeyError, TypeError):
             pass  # an older or damaged cache: plan again
-    from reportgen.models import pick_device
     from reportgen.plan import plan
 
-    resolved_device, resolved_dtype = pick_device(device, dtype)
+    resolved_device, resolved_dtype = _resolve_device(device, dtype)
     the_plan = plan(study, info, resolved_device, resolved_dtype, store)
     cache = {"fingerprint": fingerprint, "device": resolved_device, "dtype": resolved_dtype,
              "environment": the_plan.environment, "cells": [asdict(c) for c in the_plan.cells]}
     return list(the_plan.cells), cache
+
+
+def _resolve_device(device: str | None, dtype: str | None) -> tuple[str, str]:
+    """(device, dtype) as render picks them; a named CUDA device needs no GPU here, only the keys of its cells."""
+    from reportgen.models import pick_device
+
+    if device is not None and device.startswith("cuda"):
+        dtype = dtype or "float16"
+        if dtype not in ("float32", "float16", "bfloat16"):
+            raise SiteError(f"unknown dtype {dtype!r} (use float32, float16 or bfloat16)")
+        return device, dtype
+    return pick_device(device, dtype)
 
 
 def _plan_fingerprint(study: Study, info: ModelInfo, device: str | None, dtype: str | None) -> str:
@@ -375,7 +389,8 @@ def _cell_view(cell: Cell, topic: Topic, info: ModelInfo, device: str, store: St
     full = f"img/full/{cell.key}.png"
     thumb = f"img/thumb/{cell.key}-{THUMB_SIZE}.webp"
     old_full = previous.reuse(full) if previous is not None else None
-    if old_full is not None and old_full.source is not None and old_full.source.stat().st_size != stored.image.stat().st_size:
+    if old_full is not None and old_full.source is not None \
+            and old_full.source.stat().st_size != stored.image.stat().st_size:
         old_full = None  # not the store's file: copy it again
     files.append(old_full or SiteFile(full, source=stored.image))
     old_thumb = previous.reuse(thumb) if previous is not None else None
@@ -412,8 +427,8 @@ def _topic_page(study: Study, topic: Topic, cells: list[Cell], views: dict[str, 
         height=topic.prompt.height, cfg=topic.prompt.cfg, seeds=topic.seeds,
         samplers=tuple(get_sampler(s).label for s in topic.samplers), steps=topic.steps,
         commentary_html=markdown_html(topic.commentary), commentary_md=markdown_safe(topic.commentary).strip(),
-        grids=tuple(grids), cover=_cover(study, all_views), compare=_compare_pair(study, all_views), stored=sum(v.stored for v in all_views),
-        total=len(all_views), seconds=sum(v.seconds or 0.0 for v in all_views),
+        grids=tuple(grids), cover=_cover(study, all_views), compare=_compare_pair(study, all_views),
+        stored=sum(v.stored for v in all_views), total=len(all_views), seconds=sum(v.seconds or 0.0 for v in all_views),
         html=f"topics/{topic.slug}.html", md=f"topics/{topic.slug}.md",
     )
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from conftest import write_study
 from typer.testing import CliRunner
 
-from conftest import write_study
 from reportgen.cli import app, main
 from reportgen.sitefiles import MANIFEST
 
@@ -60,7 +60,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         f"order: 5\n---\n\n{HOSTILE_COMMENTARY}")
     assert run("render", study).exit_code == 0
     (study / "topics" / "later.md").write_text(
-        "---\ntitle: Later\nprompt: '\"grown tiger, full body\" -W32 -H32 -C7.5 -S3721629802'\norder: 9\n---\n\nSoon.\n")
+        "---\ntitle: Later\nprompt: '\"grown tiger, full body\" -W32 -H32 -C7.5 -S3721629802'\n"
+        "order: 9\n---\n\nSoon.\n")
     out = root / "out" / "site"
     result = build(study, out)
     assert result.exit_code == 0, result.output
@@ -218,14 +219,17 @@ def test_rebuild_reuses_files_and_keeps_content(site: tuple[Path, Path], tmp_pat
 
 
 def test_failed_build_leaves_the_previous_site(site: tuple[Path, Path], tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+                                              capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     study, out = site
     before = tree_digest(out)
     templates = tmp_path / "templates"
     templates.mkdir()
-    (templates / "topic.html").write_text("{% extends 'base.html' %}{% block content %}{{ topic.no_such_field }}{% endblock %}")
+    (templates / "topic.html").write_text(
+        "{% extends 'base.html' %}{% block content %}{{ topic.no_such_field }}{% endblock %}")
     code, err = fails(capsys, monkeypatch, "build", study, "--out", out, "--templates", templates)
-    assert code == 2 and err.count("\n") == 1 and err.startswith("error: template topic.html") and "no_such_field" in err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: template topic.html") and "no_such_field" in err
     assert tree_digest(out) == before
     assert [p.name for p in out.parent.iterdir()] == ["site"]  # no temporary folder left behind
 
@@ -263,6 +267,14 @@ def test_templates_override_one_file(site: tuple[Path, Path], tmp_path: Path) ->
     assert (out / "assets" / "extra.css").is_file() and (out / "assets" / "site.js").is_file()
 
 
+def test_building_a_gpu_renders_store_needs_no_gpu(site: tuple[Path, Path], tmp_path: Path) -> None:
+    study, _ = site
+    result = build(study, tmp_path / "gpu", "--device", "cuda", "--dtype", "float16")
+    assert result.exit_code == 0, result.output
+    assert "from 0 of 16 cells (16 not rendered yet)" in result.stderr  # the keys differ: cuda/float16 cells
+    assert "cuda, float16" in (tmp_path / "gpu" / "methodology.html").read_text()
+
+
 def test_out_that_is_not_a_site_is_refused(site: tuple[Path, Path], tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     study, _ = site
@@ -278,7 +290,8 @@ def test_out_that_is_not_a_site_is_refused(site: tuple[Path, Path], tmp_path: Pa
 def test_new_topic_round_trips_through_render_and_build(tiny_study: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    made = run("new-topic", tiny_study, "fox-1", "--title", "A fox: quick", "--prompt", '"a red fox" -W32 -H32 -C7.5 -S123')
+    made = run("new-topic", tiny_study, "fox-1", "--title", "A fox: quick",
+               "--prompt", '"a red fox" -W32 -H32 -C7.5 -S123')
     assert made.exit_code == 0, made.output
     page = tiny_study / "topics" / "fox-1.md"
     assert made.stdout.strip() == str(page)
@@ -291,7 +304,8 @@ def test_new_topic_round_trips_through_render_and_build(tiny_study: Path, tmp_pa
         code, err = fails(capsys, monkeypatch, "new-topic", tiny_study, slug, "--title", "T", "--prompt", '"x" -S1')
         assert code == 2 and err.count("\n") == 1 and err.startswith("error: bad topic slug"), slug
     assert not (tiny_study / "x.md").exists() and not (tiny_study.parent / "x.md").exists()
-    code, err = fails(capsys, monkeypatch, "new-topic", tiny_study, "fox-2", "--title", "T", "--prompt", '"x" -W32 -H32')
+    code, err = fails(capsys, monkeypatch, "new-topic", tiny_study, "fox-2", "--title", "T",
+                      "--prompt", '"x" -W32 -H32')
     assert code == 2 and "seed" in err and not (tiny_study / "topics" / "fox-2.md").exists()
 
     assert run("render", tiny_study, "--topic", "fox-1").exit_code == 0
@@ -323,7 +337,8 @@ def test_real_browser_over_file_urls(site: tuple[Path, Path]) -> None:
             page.wait_for_function("Array.from(document.images).every(i => i.complete)")
             widths = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
             assert all(w > 0 for _, w in widths), [s for s, w in widths if not w]
-            assert len(widths) >= {"index.html": 3, "topics/anime.html": 4 + 1 + 5}.get(name, 0)  # covers; cells, grid, compare
+            # index: 3 covers (one topic not rendered); anime: 4 cells, 1 grid, 5 compare images
+            assert len(widths) >= {"index.html": 3, "topics/anime.html": 4 + 1 + 5}.get(name, 0)
 
         page.goto((out / "topics" / "anime.html").as_uri())
         caption = "document.querySelector('.viewer-caption').textContent"
