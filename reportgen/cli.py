@@ -76,6 +76,8 @@ def render(
                                    lambda advance: workflow.run_render(job, executor, advance, batch_size))
     typer.echo(f"rendered {result.rendered}, cached {result.cached}, failed {len(result.failed)}, "
                f"{result.nfe} model calls in {result.seconds:.1f}s; grids in {grids[0].parent if grids else '-'}", err=True)
+    for cell, why in result.warnings:
+        typer.echo(f"warning: {cell.topic} seed {cell.seed} {cell.sampler} {cell.steps} steps: {why}", err=True)
     for cell, why in result.failed:
         typer.echo(f"failed: {cell.topic} seed {cell.seed} {cell.sampler} {cell.steps} steps: {why}", err=True)
     if as_json:

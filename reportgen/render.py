@@ -44,6 +44,7 @@ class RenderResult:
     nfe: int = 0
     seconds: float = 0.0
     failed: list[tuple[Cell, str]] = field(default_factory=list)
+    warnings: list[tuple[Cell, str]] = field(default_factory=list)
 
 
 Executor = Callable[[Any, ModelInfo, Iterable[Cell]], Iterator[CellOutput]]
@@ -79,11 +80,36 @@ def decode_latents(pipe: Any, latents: Any) -> list[Any]:
     return list(pipe.image_processor.postprocess(images, output_type="pil", do_denormalize=[True] * len(images)))
 
 
+NONFINITE = "the model produced NaN or infinite latents"
+BLACK = "the decoded image is all black (NaN or overflow in the VAE)"
+
+
 def finish(cell: Cell, image: Any, latents: Any, nfe: int, seconds: float) -> CellOutput:
-    """Package an executor's result, flagging non-finite latents so they are never stored."""
-    array = latents.detach().float().cpu().numpy()
-    error = None if np.isfinite(array).all() else "the model produced NaN or infinite values"
+    """Package an executor's result, flagging broken outputs (non-finite latents, an all-black image) so
+    they are never stored. A NaN from the VAE becomes black once the image is converted to 8 bits."""
+    array = latents.detach().float().cpu().numpy() if hasattr(latents, "detach") else np.asarray(latents, np.float32)
+    error = None
+    if not np.isfinite(array).all():
+        error = NONFINITE
+    elif not np.asarray(image).any():
+        error = BLACK
     return CellOutput(cell, image, array, nfe, seconds, error)
+
+
+def retry_decode_float32(pipe: Any, output: CellOutput) -> CellOutput:
+    """Decode an all-black half-precision cell again with the VAE upcast to float32, as diffusers' own
+    `force_upcast` does for VAEs that overflow in float16; the latents are kept, so the cell is the same."""
+    import torch
+
+    vae = pipe.vae
+    dtype = vae.dtype
+    try:
+        vae.to(torch.float32)
+        with torch.inference_mode():
+            image = decode_latents(pipe, torch.from_numpy(output.latents)[None].to(vae.device))[0]
+    finally:
+        vae.to(dtype)
+    return finish(output.cell, image, output.latents, output.nfe, output.seconds)
 
 
 def batched_executor(pipe: Any, model: ModelInfo, cells: Iterable[Cell], **options: Any) -> Iterator[CellOutput]:
@@ -115,12 +141,21 @@ def render(plan: Plan, pipe: Any, model: ModelInfo, store: Store, *, executor: s
         raise RenderError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
     result = RenderResult(cells=len(plan.cells), cached=len(plan.cached))
     start = time.perf_counter()
+    half = str(getattr(pipe.vae, "dtype", "")).endswith(("float16", "bfloat16"))
     for output in EXECUTORS[executor](pipe, model, plan.to_render, **options):
         result.nfe += output.nfe
+        upcast = False
+        if output.error == BLACK and half:
+            output = retry_decode_float32(pipe, output)
+            upcast = output.error is None
+            if upcast:
+                result.warnings.append((output.cell, "all black in half precision; decoded again in float32"))
+        if output.error is not None and half:
+            output.error += " in half precision; try --dtype float32"
         if output.error is None:
             record = {**cell_record(output.cell), "nfe_counted": output.nfe, "seconds": round(output.seconds, 4),
                       "executor": executor, "environment": plan.environment, "model_spec": model.spec,
-                      "reportgen": VERSION}
+                      "reportgen": VERSION, **({"vae_upcast": True} if upcast else {})}
             store.put(output.cell.key, output.image, output.latents, record, parameters_text(output.cell, model))
             result.rendered += 1
         else:

@@ -79,7 +79,11 @@ class Store:
         npy = io.BytesIO()
         np.save(npy, np.asarray(latents, dtype=np.float32))
         atomic_write(self.latents_path(key), npy.getvalue())
-        return atomic_write(self.image_path(key), encode_png(image, parameters, {**record, "key": key}))
+        try:
+            return atomic_write(self.image_path(key), encode_png(image, parameters, {**record, "key": key}))
+        except StoreError:
+            self.latents_path(key).unlink(missing_ok=True)  # no latents without their image
+            raise
 
     def cells(self) -> Iterator[StoredCell]:
         """Every whole cell in the store."""

@@ -15,6 +15,7 @@ from reportgen.samplers import get_sampler
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 MAX_CELLS = 20_000  # cells per study; raise with `max_cells` in study.toml
 MAX_PIXELS = 2048 * 2048  # pixels per image; raise with `max_pixels` in study.toml
+MAX_STEPS = 10_000  # steps per cell: more is a typo, not a study
 _STUDY_KEYS = {
     "title", "description", "model", "samplers", "steps", "seeds", "negative_prompt",
     "reference_sampler", "thresholds", "max_cells", "max_pixels", "speed",
@@ -202,8 +203,8 @@ def _steps(value: Any, where: str, *, required: bool = False) -> tuple[int, ...]
     for item in value:
         if not isinstance(item, int) or isinstance(item, bool) or item <= 0:
             raise StudyError(f"{where}: steps must be integers > 0, got {item!r}")
-        if item > 10_000:
-            raise StudyError(f"{where}: {item} steps is over the limit of 10000")
+        if item > MAX_STEPS:
+            raise StudyError(f"{where}: {item} steps is over the limit of {MAX_STEPS}")
     return tuple(sorted(set(value)))
 
 

@@ -100,6 +100,12 @@ def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Pa
                           sampler=get_sampler(prompt.sampler or "k_lms").name)
     if out.suffix.lower() != ".png":
         raise ReportgenError(f"--out must be a .png file, got {out}")
+    from reportgen.study import MAX_PIXELS, MAX_STEPS
+
+    if prompt.width * prompt.height > MAX_PIXELS:  # a study can raise this limit (max_pixels); one image cannot
+        raise ReportgenError(f"{prompt.width}x{prompt.height} is over the limit of {MAX_PIXELS} pixels per image")
+    if prompt.steps > MAX_STEPS:
+        raise ReportgenError(f"{prompt.steps} steps is over the limit of {MAX_STEPS}")
     info = resolve_model(model, model_config)
     device, dtype = pick_device(device, dtype)
     assert prompt.sampler is not None and prompt.steps is not None and prompt.seed is not None
