@@ -49,10 +49,24 @@ def environment(dirs: list[Path]) -> Any:
         loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(d)) for d in dirs]),
         undefined=jinja2.StrictUndefined,
         autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, bytecode_cache=_bytecode_cache(),
     )
     env.filters.update(FILTERS)
     return env
+
+
+def _bytecode_cache() -> Any:
+    """Compiled templates cached across builds (keyed by each template's source), so a rebuild skips compiling."""
+    import os
+
+    import jinja2
+
+    folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "reportgen" / "jinja"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # no cache folder: templates are compiled every time, which is only slower
+    return jinja2.FileSystemBytecodeCache(str(folder))
 
 
 def render_pages(env: Any, pages: list[tuple[str, str, dict[str, Any]]]) -> dict[str, str]:
