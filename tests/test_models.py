@@ -114,11 +114,16 @@ def test_hub_id_through_the_standard_cache_offline(models: Path):
     assert not (models / "store-absent").exists()
 
 
-def test_device_and_dtype_are_picked_and_checked():
+def test_device_and_dtype_are_picked_and_checked(models: Path, tmp_path: Path):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this checks the CPU-only machine")
+    dry = runner.invoke(app, ["render", str(models / "study"), "--model", "tiny", "--dry-run"])
+    assert dry.exit_code == 0 and "with tiny on cpu/float32" in dry.stderr
+    cuda = runner.invoke(app, ["render", str(models / "study"), "--device", "cuda", "--store", str(tmp_path / "s")])
+    assert isinstance(cuda.exception, ModelError) and str(cuda.exception) == "device 'cuda' asked for, but CUDA is not available"
+    assert not (tmp_path / "s").exists()
     assert pick_device() == ("cpu", "float32")
     assert pick_device("cpu", "bfloat16") == ("cpu", "bfloat16")
     with pytest.raises(ModelError, match="CUDA is not available"):
