@@ -175,6 +175,8 @@ def train(device: str, minutes: float, out: Path, seed: int = 0, batch: int = 64
     pixels, captions = sample_batch(training_scenes(), count, seed)
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     print(f"data: {count} pictures of {len(set(captions))} captions ({time.time() - started:.0f}s)", flush=True)
+    if device.startswith("cuda"):
+        images = images.to(device)  # 1.6 GB at the default count: saves a copy per step
     budget = minutes * 60 - (time.time() - started)
     vae = parts["vae"].to(device)
     vae_steps = train_vae(vae, images, budget * vae_share, max(8, batch // 4), device, autocast)

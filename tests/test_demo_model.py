@@ -1,0 +1,64 @@
+"""The demo model's data, caption check and shipped weights (issue 6)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from reportgen.demo_check import check_image, evaluate
+from reportgen.demo_data import all_scenes, draw, held_out_scenes, parse_caption, sample_batch, training_scenes
+from reportgen.models import DEMO_DIR, load_pipeline, resolve_model
+
+
+def test_data_is_deterministic_and_held_out_is_disjoint() -> None:
+    first, captions = sample_batch(training_scenes(), 16, seed=3)
+    again, captions_again = sample_batch(training_scenes(), 16, seed=3)
+    assert captions == captions_again and np.array_equal(first, again)
+    assert not np.array_equal(first, sample_batch(training_scenes(), 16, seed=4)[0])
+    held = {s.caption for s in held_out_scenes()}
+    assert held and held.isdisjoint(s.caption for s in training_scenes())
+    assert {s.kind for s in held_out_scenes()} == {"shape", "landscape"}
+
+
+def test_check_accepts_drawn_pictures_and_rejects_wrong_ones() -> None:
+    rng = random.Random(0)
+    scenes = all_scenes()
+    for scene in rng.sample(scenes, 60):
+        picture = draw(scene, rng)
+        assert check_image(picture, scene.caption).ok, scene.caption
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert sum(check_image(noise, s.caption).ok for s in scenes) <= len(scenes) // 20
+    red_left = parse_caption("a red circle at the left on a white background")
+    picture = draw(red_left, rng)
+    for wrong in ("a red circle at the right on a white background", "a red square at the left on a white background",
+                  "a blue circle at the left on a white background", "a red circle at the left on a black background"):
+        assert not check_image(picture, wrong).ok, wrong
+    sunny = draw(parse_caption("green hills under a blue sky with a sun"), rng)
+    assert not check_image(sunny, "green hills under a blue sky").ok
+    assert not check_image(sunny, "the sea under a blue sky with a sun").ok
+
+
+def test_parse_caption_rejects_other_text() -> None:
+    with pytest.raises(ValueError, match="not a caption"):
+        parse_caption("an anime girl")
+
+
+@pytest.mark.skipif(not (DEMO_DIR / "model_index.json").is_file(),
+                    reason="demo model not shipped yet: train it with scripts/train_demo.py (issue 6)")
+def test_shipped_demo_model_loads_offline_and_draws_its_captions() -> None:
+    from transformers import CLIPTokenizer
+
+    info = resolve_model("demo")
+    assert info.path == DEMO_DIR
+    assert CLIPTokenizer.from_pretrained(DEMO_DIR / "tokenizer").tokenize("a red circle")[1] == "red</w>"
+    size = sum(p.stat().st_size for p in DEMO_DIR.rglob("*") if p.is_file())
+    assert size <= 25e6
+    pipe = load_pipeline(info)
+    prompts = ["a red circle at the left on a white background", "a blue square at the top on a black background",
+               "green hills under a blue sky with a sun", "the sea under an orange sky"]
+    results = evaluate(pipe, prompts, seeds=[0], steps=20, sampler="k_euler")
+    assert all(np.asarray(image).shape == (64, 64, 3) for *_, image in results)
+    passed = [caption for caption, _, verdict, _ in results if verdict.ok]
+    assert len(passed) >= 3, [(c, v.reason) for c, _, v, _ in results]
