@@ -126,5 +126,5 @@ def evaluate(pipe: object, captions: list[str], seeds: list[int], steps: int = 5
         generator = torch.Generator("cpu").manual_seed(seed)
         images = pipe(captions, num_inference_steps=steps, guidance_scale=guidance, generator=generator,  # type: ignore[operator]
                       height=64, width=64).images
-        results += [(c, seed, check_image(im, c), im) for c, im in zip(captions, images)]
+        results += [(c, seed, check_image(im, c), im) for c, im in zip(captions, images, strict=True)]
     return results

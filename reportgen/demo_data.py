@@ -24,7 +24,9 @@ SHAPE_COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
     "yellow": (240, 210, 40), "orange": (245, 135, 25), "purple": (140, 50, 180),
 }
-BACKGROUNDS: dict[str, tuple[int, int, int]] = {"white": (240, 240, 240), "black": (20, 20, 20), "gray": (128, 128, 128)}
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "white": (240, 240, 240), "black": (20, 20, 20), "gray": (128, 128, 128),
+}
 SHAPES = ("circle", "square", "triangle")
 POSITIONS: dict[str, tuple[float, float]] = {  # shape centre as a fraction of the image (x, y)
     "left": (0.25, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.25), "bottom": (0.5, 0.75), "center": (0.5, 0.5),
@@ -66,7 +68,8 @@ def all_scenes() -> list[Scene]:
     """Every caption the grammar can say, in a fixed order."""
     shapes = [Scene("shape", colour=c, shape=s, position=p, background=b)
               for c, s, p, b in itertools.product(SHAPE_COLOURS, SHAPES, POSITIONS, BACKGROUNDS)]
-    lands = [Scene("landscape", ground=g, sky=k, sun=sun) for g, k, sun in itertools.product(GROUNDS, SKIES, (True, False))]
+    lands = [Scene("landscape", ground=g, sky=k, sun=sun)
+             for g, k, sun in itertools.product(GROUNDS, SKIES, (True, False))]
     return shapes + lands
 
 

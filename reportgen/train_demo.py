@@ -13,7 +13,6 @@ averages of the trained weights.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -110,12 +109,13 @@ def train_unet(parts: dict[str, Any], latents: Any, token_ids: Any, seconds: flo
     from diffusers import DDPMScheduler
 
     unet, text_encoder = parts["unet"], parts["text_encoder"]
-    ema = [copy.deepcopy(unet).eval().requires_grad_(False), copy.deepcopy(text_encoder).eval().requires_grad_(False)]
+    ema = [copy.deepcopy(m).eval().requires_grad_(False) for m in (unet, text_encoder)]
     params = [*unet.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
     noise_schedule = DDPMScheduler.from_config({**SD1_SCHEDULER, "_class_name": "DDPMScheduler"})
     alphas = noise_schedule.alphas_cumprod.to(device)
-    empty = parts["tokenizer"]("", padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids.to(device)
+    empty = parts["tokenizer"]("", padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids
+    empty = empty.to(device)
     clock, step, running = _Clock(seconds), 0, 0.0
     generator = torch.Generator(device="cpu").manual_seed(2)
     unet.train()
@@ -144,7 +144,7 @@ def train_unet(parts: dict[str, Any], latents: Any, token_ids: Any, seconds: flo
         step += 1
         decay = min(0.999, (1 + step) / (10 + step))
         with torch.no_grad():
-            for average, model in zip(ema, (unet, text_encoder)):
+            for average, model in zip(ema, (unet, text_encoder), strict=True):
                 torch._foreach_lerp_(list(average.parameters()), list(model.parameters()), 1 - decay)
         running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
         clock.tick(f"unet step {step}  loss {running:.4f}")

@@ -67,7 +67,8 @@ def main() -> None:
               f"main element moves {np.mean(moves):.1f} px on average (median {np.median(moves):.1f}), "
               f"its area changes {np.mean(areas):.0%}; identical pairs: {sum(c < 1e-3 for c in pixel_changes)}")
     if args.sheet:
-        rows = [np.concatenate([np.asarray(im) for c, s, _, im in results if s == seed], 1) for seed in range(args.seeds)]
+        rows = [np.concatenate([np.asarray(im) for _, s, _, im in results if s == seed], 1)
+                for seed in range(args.seeds)]
         Image.fromarray(np.concatenate(rows, 0)).save(args.sheet)
         print(f"sheet: {args.sheet}")
 
