@@ -173,8 +173,9 @@ class Bench:
 
     def predict(self, executor: str, nfe: int) -> float | None:
         """Seconds a render of `nfe` calls would take at this executor's slowest measured rate."""
-        runs = [r for r in self.runs if r["executor"] == executor]
-        measured = [r for r in runs if r["label"] != "warm-up"] or runs  # warm-up rates are the slowest
+        # Warm-up rates mislead (first calls pay for kernel selection): the first real run is not predicted,
+        # and the watchdog stops it if it overruns.
+        measured = [r for r in self.runs if r["executor"] == executor and r["label"] != "warm-up"]
         return nfe / min(r["calls_per_s"] for r in measured) if measured else None
 
 
