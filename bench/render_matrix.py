@@ -162,7 +162,8 @@ class Bench:
         shutil.rmtree(store, ignore_errors=True)
         images = result.rendered + len(result.failed)
         row = {"label": label, "executor": executor, "images": images, "failed": len(result.failed),
-               "nfe": result.nfe, "seconds": seconds, "images_per_s": images / seconds, "calls_per_s": result.nfe / seconds}
+               "nfe": result.nfe, "seconds": seconds, "images_per_s": images / seconds,
+               "calls_per_s": result.nfe / seconds}
         if self.device == "cuda":
             row["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         self.runs.append(row)
@@ -239,7 +240,8 @@ def main() -> None:
                 print(line)
                 out[executor] = {"images_per_s": ips, "calls_per_s": cps}
         for r in (r for r in bench.runs if r["label"] == "throughput"):
-            line = f"  batched at full batch ({r['images']} images): {r['images_per_s']:.3f} images/s, {r['calls_per_s']:.2f} calls/s"
+            line = (f"  batched at full batch ({r['images']} images): {r['images_per_s']:.3f} images/s, "
+                    f"{r['calls_per_s']:.2f} calls/s")
             if peak:
                 line += f", {r['calls_per_s'] * flops / 1e12 / peak:.1%} of peak"
             print(line)

@@ -82,7 +82,8 @@ def batched_executor(pipe: Any, model: ModelInfo, cells: Iterable[Cell], *, batc
 class _BatchedRun:
     """One size group's lanes run to completion: admit, tick, decode, stream."""
 
-    def __init__(self, pipe: Any, model: ModelInfo, cells: list[Cell], batch_size: int | None, decode_batch: int) -> None:
+    def __init__(self, pipe: Any, model: ModelInfo, cells: list[Cell], batch_size: int | None,
+                 decode_batch: int) -> None:
         import torch
 
         self.torch = torch

@@ -60,8 +60,9 @@ def make_cell(topic: Topic, seed: int, sampler: str, steps: int, model: ModelInf
                 nfe=get_sampler(name).nfe(steps))
 
 
-def measure_speed(study_path: Path, *, samplers: Iterable[str] = (), steps: int | None = None, samples: int | None = None,
-                  topic: str | None = None, model: str | None = None, model_config: Path | None = None,
+def measure_speed(study_path: Path, *, samplers: Iterable[str] = (), steps: int | None = None,
+                  samples: int | None = None, topic: str | None = None, model: str | None = None,
+                  model_config: Path | None = None,
                   device: str | None = None, dtype: str | None = None) -> dict[str, Any]:
     """Time each sampler alone (batch 1, `samples` images averaged; defaults from study.toml's [speed] table,
     else 50 steps and 3 samples) and write STUDY/speed.json."""
@@ -201,7 +202,8 @@ def workflow_summary(study_root: Path) -> list[dict[str, Any]]:
         out.append({"topic": topic, "sampler": sampler, "label": get_sampler(sampler).label,
                     "previews": len(preview["cells"]), "preview_steps": preview["steps"], "preview_s": preview_s,
                     "polished": len(polish["cells"]), "polish_steps": polish["steps"], "polish_s": polish_s,
-                    "all_final_s": all_final, "speedup": all_final / (preview_s + polish_s) if preview_s + polish_s else None,
+                    "all_final_s": all_final,
+                    "speedup": all_final / (preview_s + polish_s) if preview_s + polish_s else None,
                     "executor": polish["executor"]})
     return out
 
