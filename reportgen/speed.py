@@ -90,7 +90,7 @@ def measure_speed(study_path: Path, *, samplers: Iterable[str] = (), steps: int 
         mean = statistics.fmean(seconds)
         sampler = get_sampler(name)
         rows.append({"sampler": name, "label": sampler.label, "steps": steps, "nfe": sampler.nfe(steps),
-                     "seconds": [round(s, 4) for s in seconds], "s_per_image": round(mean, 4),
+                     "seconds": [round(s, 6) for s in seconds], "s_per_image": round(mean, 6),
                      "it_per_s": round(steps / mean, 4), "calls_per_s": round(sampler.nfe(steps) / mean, 4)})
     record = {"format": SPEED_FORMAT, "measured_at": _now(), "device": device, "device_name": device_name(device),
               "dtype": dtype, "model": info.spec, "model_identity": info.identity, "topic": the_topic.slug,
