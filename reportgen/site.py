@@ -38,6 +38,7 @@ from reportgen.plan import KEY_VERSION, Cell
 from reportgen.samplers import SAMPLERS, get_sampler
 from reportgen.siteconvergence import Convergence, gather_convergence
 from reportgen.sitefiles import MANIFEST, THUMB_SIZE, Previous, SiteFile, read_previous, thumbnail, write_site
+from reportgen.speed import SpeedSection, gather_speed
 from reportgen.store import Store
 from reportgen.study import Study, Topic, load_study
 
@@ -215,6 +216,8 @@ class SiteData:
     files: tuple[SiteFile, ...] = field(default=(), repr=False)
     plan_cache: dict[str, Any] = field(default_factory=dict, repr=False)
     convergence: Convergence | None = None  # measured convergence (siteconvergence.py); None before any render
+    speed: SpeedSection | None = None  # STUDY/speed.json and workflow.json (speed.py); None before either exists
+    speedup_source: str = "store"  # where `speedups` took seconds from: "speed" (speed.json) or "store" (records)
 
 
 class PageContext(TypedDict):
@@ -265,15 +268,18 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
     summary = _summaries(study, all_views, steps)
     stored = [v for v in all_views if v.stored]
     convergence = gather_convergence(study, the_store, cells, previous, files)
+    speed = gather_speed(study.root)
+    speedups, speedup_source = _speedups(summary, steps, speed)
     return SiteData(
         title=study.title, description=study.description, model=info.spec, model_identity=info.identity,
         device=device, dtype=dtype, environment=dict(plan_cache["environment"]),
         reference_sampler=get_sampler(study.reference_sampler).label, topics=topics,
         samplers=tuple(_sampler_view(s, _study_samplers(study)) for s in SAMPLERS), summary=summary, steps=steps,
-        speedups=_speedups(summary, steps), stored=len(stored), total=len(all_views),
+        speedups=speedups, stored=len(stored), total=len(all_views),
         nfe_counted=sum(v.nfe_counted or 0 for v in stored), seconds=sum(v.seconds or 0.0 for v in stored),
         executors=tuple(sorted({v.executor for v in stored if v.executor})),
-        files=tuple(files), plan_cache=plan_cache, convergence=convergence,
+        files=tuple(files), plan_cache=plan_cache, convergence=convergence, speed=speed,
+        speedup_source=speedup_source,
     )
 
 
@@ -507,8 +513,22 @@ def _summaries(study: Study, views: list[CellView], steps: tuple[int, ...]) -> t
     return tuple(out)
 
 
-def _speedups(summary: tuple[SamplerSummary, ...], steps: tuple[int, ...]) -> tuple[Speedup, ...]:
-    """The guide's preview-then-polish example per sampler, from the fewest and most steps measured."""
+def _speedups(summary: tuple[SamplerSummary, ...], steps: tuple[int, ...],
+              speed: SpeedSection | None) -> tuple[tuple[Speedup, ...], str]:
+    """The guide's preview-then-polish example per sampler, and where its seconds came from.
+
+    From speed.json's batch-1 it/s when `reportgen speed` has run (seconds = steps / it/s, at the worked
+    example's step counts), else from the store's records at the fewest and most steps rendered. A batched
+    render's record holds each cell's share of shared UNet calls, not what the image costs alone."""
+    if speed is not None and speed.rows and speed.example is not None:
+        low, high = speed.example["preview_steps"], speed.example["final_steps"]
+        timed = []
+        for r in speed.rows:
+            t_low, t_high = low / r["it_per_s"], high / r["it_per_s"]
+            all_final, polish = BATCH_IMAGES * t_high, BATCH_IMAGES * t_low + BATCH_KEPT * t_high
+            timed.append(Speedup(r["label"], get_sampler(r["sampler"]).ancestral, low, high, t_low, t_high,
+                                 all_final, polish, all_final / polish))
+        return tuple(timed), "speed"
     out = []
     for row in summary:
         measured = [(n, s) for n, s in zip(steps, row.seconds_by_steps, strict=True) if s is not None]
@@ -518,7 +538,7 @@ def _speedups(summary: tuple[SamplerSummary, ...], steps: tuple[int, ...]) -> tu
         all_final = BATCH_IMAGES * t_high
         polish = BATCH_IMAGES * t_low + BATCH_KEPT * t_high
         out.append(Speedup(row.label, row.ancestral, low, high, t_low, t_high, all_final, polish, all_final / polish))
-    return tuple(out)
+    return tuple(out), "store"
 
 
 def _thumb_size(width: int, height: int) -> tuple[int, int]:

@@ -214,6 +214,8 @@ class SpeedSection:
 
     device_name: str
     dtype: str
+    model: str  # the model spec speed.json was measured with
+    measured_at: str  # when `reportgen speed` ran (UTC, ISO 8601)
     steps: int
     samples: int
     width: int
@@ -235,6 +237,7 @@ def gather_speed(study_root: Path, example_sampler: str = "k_lms") -> SpeedSecti
         rows[0]["sampler"] if rows else example_sampler)
     return SpeedSection(
         device_name=speed["device_name"] if speed else "", dtype=speed["dtype"] if speed else "",
+        model=speed.get("model", "") if speed else "", measured_at=speed.get("measured_at", "") if speed else "",
         steps=speed["steps"] if speed else 0, samples=speed["samples"] if speed else 0,
         width=speed["width"] if speed else 0, height=speed["height"] if speed else 0, rows=rows,
         example=worked_example(study_root, name) if rows else None, workflow=workflow,

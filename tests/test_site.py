@@ -185,6 +185,20 @@ def test_guide_tables_come_from_this_run(site: tuple[Path, Path]) -> None:
     assert later.count('class="cell missing"') == 4 and "Render at least two cells" in later
 
 
+def test_without_speed_json_the_site_says_what_to_run(site: tuple[Path, Path]) -> None:
+    study, out = site
+    assert not (study / "speed.json").exists() and not (study / "workflow.json").exists()
+    index = (out / "index.html").read_text()
+    assert 'id="speed-missing"' in index and 'id="workflow-missing"' in index and 'id="speed-table"' not in index
+    assert "<code>reportgen speed STUDY</code>" in index
+    # the batch speedup table falls back to the store's records, and says what those seconds are
+    assert 'data-source="store"' in index and "share of shared UNet calls" in index
+    for name in ("index.md", "guide.md"):
+        text = (out / name).read_text()
+        assert "Sampler speed has not been measured for this study yet. Run `reportgen speed STUDY`" in text
+        assert "share of shared UNet calls" in text and "| Sampler | it/s |" not in text
+
+
 def test_hostile_prompt_and_commentary_cannot_inject(site: tuple[Path, Path]) -> None:
     _, out = site
     for page in html_pages(out):

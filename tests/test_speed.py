@@ -2,8 +2,12 @@
 
 import json
 import math
+import re
+from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+from conftest import write_study
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -87,3 +91,107 @@ def test_bad_seeds_write_nothing(tiny_study: Path):
     result = run("preview", tiny_study, "--topic", "nope", "--count", "2")
     assert isinstance(result.exception, ReportgenError)
     assert not (tiny_study / "store").exists() and not (tiny_study / "workflow.json").exists()
+
+
+class Fields(HTMLParser):
+    """Every element carrying data-field: (table or list id, row's data-sampler, field, data-value, shown text)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[list[str | None]] = []
+        self.open: list[tuple[str, list[str | None] | None]] = []
+        self.where: list[str] = []
+        self.sampler: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag in ("table", "dl", "p"):
+            self.where.append(a.get("id") or "")
+        if tag == "tr":
+            self.sampler = a.get("data-sampler")
+        entry = [self.where[-1] if self.where else "", self.sampler, a["data-field"], a.get("data-value"), ""] \
+            if "data-field" in a else None
+        if entry:
+            self.found.append(entry)
+        self.open.append((tag, entry))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.open and self.open.pop()[0] != tag:
+            pass
+        if tag in ("table", "dl", "p") and self.where:
+            self.where.pop()
+
+    def handle_data(self, data: str) -> None:
+        for _, entry in self.open:
+            if entry is not None:
+                entry[4] = (entry[4] or "") + data
+
+    def get(self, where: str, field: str, sampler: str | None = None) -> tuple[float | str, str]:
+        """(data-value, shown text) of the one element in `where` with this field (and row sampler)."""
+        hits = [f for f in self.found if f[0] == where and f[2] == field and (sampler is None or f[1] == sampler)]
+        assert len(hits) == 1, (where, field, sampler, hits)
+        value = hits[0][3]
+        try:
+            return float(value or ""), " ".join((hits[0][4] or "").split())
+        except ValueError:
+            return value or "", " ".join((hits[0][4] or "").split())
+
+
+def test_site_shows_measured_speed_and_workflow(tmp_path: Path):
+    from reportgen.sitepages import number, seconds
+
+    study = write_study(tmp_path / "study", samplers=["k_euler", "k_heun"], steps=[2, 4],
+                        topics={"anime": '"an anime girl" -W32 -H32 -C7.5 -S3031912972'})
+    assert run("speed", study, "--steps", "2", "--samples", "1").exit_code == 0
+    previewed = run("preview", study, "--topic", "anime", "--count", "3", "--steps", "2", "--sampler", "k_euler")
+    assert previewed.exit_code == 0, previewed.output
+    seeds = [3031912972, 3031912974]
+    assert run("polish", study, "--topic", "anime", "--seeds", ",".join(map(str, seeds)), "--steps", "4",
+               "--sampler", "k_euler").exit_code == 0
+    result = run("build", study, "--out", tmp_path / "site")
+    assert result.exit_code == 0, result.output
+    speed = json.loads((study / "speed.json").read_text())
+    runs = json.loads((study / "workflow.json").read_text())["runs"]
+    html = (tmp_path / "site" / "index.html").read_text()
+    page = Fields()
+    page.feed(html)
+
+    # the table: every figure is speed.json's, shown through the site's own filters
+    assert page.get("speed-facts", "device_name")[1] == speed["device_name"]
+    assert page.get("speed-facts", "dtype")[1] == speed["dtype"] and page.get("speed-facts", "model")[1] == "tiny"
+    assert speed["measured_at"][:10] in page.get("speed-facts", "measured_at")[1]
+    for row in speed["samplers"]:
+        for field, shown in (("it_per_s", number), ("s_per_image", lambda v: seconds(v, 3)),
+                             ("calls_per_s", number)):
+            assert page.get("speed-table", field, row["sampler"]) == (row[field], shown(row[field]))
+    assert "speed-missing" not in html and "workflow-missing" not in html
+
+    # the worked example: the guide's formula applied to the first measured sampler's it/s (no K_LMS here)
+    it = speed["samplers"][0]["it_per_s"]
+    all_final, both = 100 * 100 / it, (100 * 10 + 3 * 100) / it
+    assert page.get("worked-example", "all_final_s") == (pytest.approx(all_final, rel=1e-9), seconds(all_final, 1))
+    assert page.get("worked-example", "preview_then_polish_s") == (pytest.approx(both, rel=1e-9), seconds(both, 1))
+    assert f"100 × 100 ÷ {number(it)} = {seconds(all_final, 1)}" in " ".join(re.sub("<[^>]+>", "", html).split())
+    assert 'data-source="speed"' in html  # the batch speedup table takes batch-1 seconds from speed.json
+
+    # the workflow: each run's cells' recorded seconds, summed; the speedup from them
+    preview = sum(c["seconds"] for c in runs[0]["cells"])
+    polish = sum(c["seconds"] for c in runs[1]["cells"])
+    estimate = polish / len(seeds) * 3
+    assert page.get("workflow-table", "preview_s", "k_euler")[0] == pytest.approx(preview)
+    assert page.get("workflow-table", "workflow_s", "k_euler")[0] == pytest.approx(preview + polish)
+    assert page.get("workflow-table", "all_final_s", "k_euler")[0] == pytest.approx(estimate)
+    assert page.get("workflow-table", "speedup", "k_euler")[0] == pytest.approx(estimate / (preview + polish))
+    close = [f for f in page.found if f[0] == "closeness-table" and f[2] == "latent_distance"]
+    assert len(close) == 2 and all(0 < float(f[3] or "nan") < 2 for f in close)
+
+    # the Markdown pages show the same rows and formula
+    for name in ("index.md", "guide.md"):
+        text = (tmp_path / "site" / name).read_text()
+        for row in speed["samplers"]:
+            label = get_sampler(row["sampler"]).label.replace("_", "\\_")
+            assert (f"| {label} | {number(row['it_per_s'])} | {seconds(row['s_per_image'], 3)} | "
+                    f"{number(row['calls_per_s'])} |") in text, name
+        assert f"100 × 100 ÷ {number(it)} = **{seconds(all_final, 1)}**" in text
+        assert f"| 3 at 2 steps, {seconds(preview, 1)} | 2 at 4 steps, {seconds(polish, 1)} |" in text
+        assert "has not been measured" not in text
