@@ -6,8 +6,9 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -18,14 +19,16 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
 
+T = TypeVar("T")
+
 StudyArg = Annotated[Path, typer.Argument(help="Study folder (study.toml + topics/*.md).")]
-ModelOpt = Annotated[Optional[str], typer.Option(
+ModelOpt = Annotated[str | None, typer.Option(
     "--model", help="tiny, demo, a diffusers folder, a .safetensors/.ckpt file or a hub id; default: the study's.")]
-ModelConfigOpt = Annotated[Optional[Path], typer.Option(
+ModelConfigOpt = Annotated[Path | None, typer.Option(
     "--model-config", help="Diffusers folder whose configs describe a single-file checkpoint.")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:N or mps; default: cuda if present.")]
-DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16; default: float16 on GPU.")]
-StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Image store folder; default: STUDY/store.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or mps; default: cuda if present.")]
+DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="float32, float16 or bfloat16; default: float16 on GPU.")]
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="Image store folder; default: STUDY/store.")]
 
 
 def main() -> None:
@@ -44,9 +47,9 @@ def main() -> None:
 @app.command()
 def render(
     study: StudyArg,
-    topic: Annotated[list[str], typer.Option("--topic", help="Only this topic (repeatable).")] = [],
-    sampler: Annotated[list[str], typer.Option("--sampler", help="Only this sampler (repeatable).")] = [],
-    steps: Annotated[list[int], typer.Option("--steps", help="Only this step count (repeatable).")] = [],
+    topic: Annotated[list[str] | None, typer.Option("--topic", help="Only this topic (repeatable).")] = None,
+    sampler: Annotated[list[str] | None, typer.Option("--sampler", help="Only this sampler (repeatable).")] = None,
+    steps: Annotated[list[int] | None, typer.Option("--steps", help="Only this step count (repeatable).")] = None,
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
     device: DeviceOpt = None,
@@ -54,7 +57,7 @@ def render(
     store: StoreOpt = None,
     executor: Annotated[str, typer.Option("--executor", help="How cells run: batched (all cells share UNet batches) "
                                           "or pipeline (one diffusers call per cell, the reference).")] = "batched",
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Cells per shared UNet call "
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Cells per shared UNet call "
                                                       "(batched); default: from free GPU memory, 16 on a CPU.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would run, render nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of counts.")] = False,
@@ -62,7 +65,7 @@ def render(
     """Render every cell of the study's topic x sampler x steps matrices that is not stored yet."""
     from reportgen import workflow
 
-    job = workflow.prepare_render(study, topics=topic, samplers=sampler, steps=steps, model=model,
+    job = workflow.prepare_render(study, topics=topic or (), samplers=sampler or (), steps=steps or (), model=model,
                                   model_config=model_config, device=device, dtype=dtype, store=store)
     plan = job.plan
     typer.echo(f"{len(plan.cells)} cells: {len(plan.cached)} cached, {len(plan.to_render)} to render "
@@ -75,7 +78,8 @@ def render(
     result, grids = _with_progress(len(plan.to_render),
                                    lambda advance: workflow.run_render(job, executor, advance, batch_size))
     typer.echo(f"rendered {result.rendered}, cached {result.cached}, failed {len(result.failed)}, "
-               f"{result.nfe} model calls in {result.seconds:.1f}s; grids in {grids[0].parent if grids else '-'}", err=True)
+               f"{result.nfe} model calls in {result.seconds:.1f}s; grids in {grids[0].parent if grids else '-'}",
+               err=True)
     for cell, why in result.warnings:
         typer.echo(f"warning: {cell.topic} seed {cell.seed} {cell.sampler} {cell.steps} steps: {why}", err=True)
     for cell, why in result.failed:
@@ -103,7 +107,8 @@ def analyze(
     from rich.table import Table
 
     from reportgen import workflow
-    from reportgen.measure import analyze as measure, fits_records
+    from reportgen.measure import analyze as measure
+    from reportgen.measure import fits_records
 
     job = workflow.prepare_render(study, model=model, model_config=model_config, device=device, dtype=dtype,
                                   store=store)
@@ -127,7 +132,7 @@ def analyze(
     Console(width=160).print(table)
 
 
-def _steps_calls(fit: dict, what: str) -> str:  # type: ignore[type-arg]
+def _steps_calls(fit: dict[str, Any], what: str) -> str:
     return "-" if fit[f"{what}_steps"] is None else f"{fit[f'{what}_steps']} ({fit[f'{what}_nfe']})"
 
 
@@ -165,14 +170,16 @@ def info(image: Annotated[Path, typer.Argument(help="A PNG made by reportgen (or
         cell = Cell(**fields)
         model = record.get("environment", {}).get("model", "?")
         typer.echo(f"Topic: {cell.topic}, seed index {cell.seed_index}, key {cell.key}")
-        typer.echo(f"Model identity: {model}, executor: {record.get('executor')}, model calls: {record.get('nfe_counted')}")
+        typer.echo(f"Model identity: {model}, executor: {record.get('executor')}, "
+                   f"model calls: {record.get('nfe_counted')}")
         typer.echo("Reproduce: reportgen image " + shlex.quote(cell.prompt.to_command())
                    + f" --model {shlex.quote(record.get('model_spec', 'tiny'))} --out image.png")
 
 
 @app.command()
 def image(
-    prompt: Annotated[str, typer.Argument(help='A prompt in the guide\'s syntax: \'"an anime girl" -W512 -H512 -C7.5 -S1 -s20 -A k_euler\'.')],
+    prompt: Annotated[str, typer.Argument(
+        help='A prompt in the guide\'s syntax: \'"an anime girl" -W512 -H512 -C7.5 -S1 -s20 -A k_euler\'.')],
     out: Annotated[Path, typer.Option("--out", help="PNG file to write.")],
     model: Annotated[str, typer.Option("--model", help="As for render.")] = "tiny",
     model_config: ModelConfigOpt = None,
@@ -189,8 +196,10 @@ def image(
 @app.command()
 def build(
     study: StudyArg,
-    out: Annotated[Path, typer.Option("--out", help="Site folder to write (replaced as a whole when the build succeeds).")],
-    templates: Annotated[Optional[Path], typer.Option("--templates", help="Folder of templates that override the built-in ones.")] = None,
+    out: Annotated[Path, typer.Option(
+        "--out", help="Site folder to write (replaced as a whole when the build succeeds).")],
+    templates: Annotated[Path | None, typer.Option(
+        "--templates", help="Folder of templates that override the built-in ones.")] = None,
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
     device: DeviceOpt = None,
@@ -213,7 +222,8 @@ def new_topic(
     study: StudyArg,
     slug: Annotated[str, typer.Argument(help="File name of the topic page: a-z, 0-9, '-' and '_'.")],
     title: Annotated[str, typer.Option("--title", help="The topic's title.")],
-    prompt: Annotated[str, typer.Option("--prompt", help='The prompt in the guide\'s syntax: \'"a red fox" -W512 -H512 -C7.5 -S123\'.')],
+    prompt: Annotated[str, typer.Option(
+        "--prompt", help='The prompt in the guide\'s syntax: \'"a red fox" -W512 -H512 -C7.5 -S123\'.')],
 ) -> None:
     """Add a topic page (front matter and a commentary stub) to a study; never overwrites one."""
     from reportgen.scaffold import new_topic as write_topic
@@ -224,10 +234,14 @@ def new_topic(
 @app.command()
 def speed(
     study: StudyArg,
-    sampler: Annotated[list[str], typer.Option("--sampler", help="Only this sampler (repeatable); default: the study's.")] = [],
-    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Steps per image (default: [speed] steps, else 50).")] = None,
-    samples: Annotated[Optional[int], typer.Option("--samples", min=1, help="Images averaged per sampler (default 3).")] = None,
-    topic: Annotated[Optional[str], typer.Option("--topic", help="Topic whose prompt is timed; default: the first.")] = None,
+    sampler: Annotated[list[str] | None, typer.Option(
+        "--sampler", help="Only this sampler (repeatable); default: the study's.")] = None,
+    steps: Annotated[int | None, typer.Option(
+        "--steps", min=1, help="Steps per image (default: [speed] steps, else 50).")] = None,
+    samples: Annotated[int | None, typer.Option(
+        "--samples", min=1, help="Images averaged per sampler (default 3).")] = None,
+    topic: Annotated[str | None, typer.Option(
+        "--topic", help="Topic whose prompt is timed; default: the first.")] = None,
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
     device: DeviceOpt = None,
@@ -236,7 +250,7 @@ def speed(
     """Time each sampler alone as the guide did (batch 1, 3-sample average); write STUDY/speed.json."""
     from reportgen.speed import SPEED_FILE, measure_speed
 
-    record = measure_speed(study, samplers=sampler, steps=steps, samples=samples, topic=topic, model=model,
+    record = measure_speed(study, samplers=sampler or (), steps=steps, samples=samples, topic=topic, model=model,
                            model_config=model_config, device=device, dtype=dtype)
     typer.echo(f"{record['device_name']} ({record['device']}/{record['dtype']}), {record['steps']} steps, "
                f"{record['width']}x{record['height']}, mean of {record['samples']}:")
@@ -246,15 +260,16 @@ def speed(
 
 
 WorkflowTopic = Annotated[str, typer.Option("--topic", help="The topic (its prompt, size and CFG).")]
-WorkflowSampler = Annotated[Optional[str], typer.Option("--sampler", help="Sampler (default k_lms, which converges).")]
-BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Cells per shared UNet call.")]
+WorkflowSampler = Annotated[str | None, typer.Option("--sampler", help="Sampler (default k_lms, which converges).")]
+BatchSizeOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Cells per shared UNet call.")]
 
 
 @app.command()
 def preview(
     study: StudyArg,
     topic: WorkflowTopic,
-    count: Annotated[int, typer.Option("--count", min=1, help="How many seeds: the topic's seed and the next ones.")] = 100,
+    count: Annotated[int, typer.Option(
+        "--count", min=1, help="How many seeds: the topic's seed and the next ones.")] = 100,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Steps per preview.")] = 10,
     sampler: WorkflowSampler = None,
     model: ModelOpt = None,
@@ -295,7 +310,7 @@ def polish(
         typer.echo(str(path))
 
 
-def _with_progress(total: int, work):  # type: ignore[no-untyped-def]
+def _with_progress(total: int, work: Callable[[Callable[[Any], None]], T]) -> T:
     """Run `work(advance)` under a rich progress bar on stderr that `advance` moves one cell on."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

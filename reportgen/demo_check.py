@@ -10,6 +10,7 @@ bottom rows the named ground, and a sun-coloured blob is in the sky exactly when
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -113,18 +114,18 @@ def layout(image: object, caption: str) -> tuple[float, float, float]:
     return float(xs.mean() / width), float(ys.mean() / height), float(mask.mean())
 
 
-def evaluate(pipe: object, captions: list[str], seeds: list[int], steps: int = 50, sampler: str = "k_euler",
+def evaluate(pipe: Any, captions: list[str], seeds: list[int], steps: int = 50, sampler: str = "k_euler",
              guidance: float = 7.5) -> list[tuple[str, int, Verdict, object]]:
     """Draw every caption at every seed with `sampler` and check each: (caption, seed, verdict, image)."""
     import torch
 
     from reportgen.samplers import get_sampler
 
-    pipe.scheduler = get_sampler(sampler).make_scheduler(dict(pipe.scheduler.config))  # type: ignore[attr-defined]
+    pipe.scheduler = get_sampler(sampler).make_scheduler(dict(pipe.scheduler.config))
     results = []
     for seed in seeds:
         generator = torch.Generator("cpu").manual_seed(seed)
-        images = pipe(captions, num_inference_steps=steps, guidance_scale=guidance, generator=generator,  # type: ignore[operator]
+        images = pipe(captions, num_inference_steps=steps, guidance_scale=guidance, generator=generator,
                       height=64, width=64).images
         results += [(c, seed, check_image(im, c), im) for c, im in zip(captions, images, strict=True)]
     return results

@@ -51,7 +51,8 @@ def make_grid(rows: Sequence[str], columns: Sequence[str], images: Mapping[tuple
     return grid
 
 
-def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int, draw: ImageDraw.ImageDraw) -> list[str]:
+def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int,
+          draw: ImageDraw.ImageDraw) -> list[str]:
     """Greedy word wrap of `text` to lines at most `width` pixels wide."""
     lines: list[str] = []
     for word in text.split():

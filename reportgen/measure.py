@@ -194,7 +194,8 @@ def load_thresholds(study: Study) -> Thresholds:
                 raise StudyError(f"{where}: {name} must be a number between 0 and 10, got {value!r}")
             values[name] = float(value)
     if values["converged"] > values["indicator"]:
-        raise StudyError(f"{where}: converged ({values['converged']}) must not exceed indicator ({values['indicator']})")
+        raise StudyError(f"{where}: converged ({values['converged']}) must not exceed "
+                         f"indicator ({values['indicator']})")
     return Thresholds(metric=metric, **values)
 
 
@@ -353,6 +354,7 @@ def fit_rate(rows: list[CellMetrics], metric: str) -> tuple[Fit | None, str]:
         mine = [(n, d) for n, d, s in points if s == seed]
         if len({n for n, _ in mine}) >= MIN_FIT_POINTS:
             per_seed.append(fit_power_law(*zip(*mine, strict=True))[0])
+    spread: float | None
     if len(per_seed) >= 2:
         spread, kind = float(np.std(per_seed, ddof=1)), "seeds"
     else:

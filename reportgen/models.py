@@ -128,7 +128,7 @@ def load_pipeline(info: ModelInfo, device: str = "cpu", dtype: str = "float32") 
             assert info.path is not None
             pipe = StableDiffusionPipeline.from_pretrained(info.path, local_files_only=True, safety_checker=None,
                                                            requires_safety_checker=False)
-    except (OSError, ValueError, KeyError, RuntimeError, EnvironmentError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
         if info.kind == "single-file" and info.config is None:
             raise ModelError(_single_file_hint(info)) from None
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -162,12 +162,14 @@ def tiny_components() -> dict[str, Any]:
     tokenizer = byte_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        unet = UNet2DConditionModel(
+        # diffusers' models are torch modules at run time, but its stubs hide nn.Module's methods (eval)
+        unet: Any = UNet2DConditionModel(
             sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,
         )
-        vae = AutoencoderKL(
+        vae: Any = AutoencoderKL(
             in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, block_out_channels=(8, 16, 16, 16),
             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
             norm_num_groups=8, sample_size=64,
@@ -175,7 +177,8 @@ def tiny_components() -> dict[str, Any]:
         text_encoder = CLIPTextModel(CLIPTextConfig(
             vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4,
             num_hidden_layers=2, max_position_embeddings=77, projection_dim=32,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         ))
     return {"unet": unet.eval(), "vae": vae.eval(), "text_encoder": text_encoder.eval(), "tokenizer": tokenizer,
             "scheduler": PNDMScheduler.from_config(SD1_SCHEDULER)}
@@ -215,7 +218,9 @@ def byte_tokenizer(words: tuple[str, ...] = ()) -> Any:
             vocab.setdefault(pieces[0], len(vocab))
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)), model_max_length=77)
+    # tokenizers' BPE takes (a, b) pairs, as here; transformers annotates merges as "a b" lines
+    unique_merges: Any = list(dict.fromkeys(merges))
+    return CLIPTokenizer(vocab=vocab, merges=unique_merges, model_max_length=77)
 
 
 def file_sha256(path: Path) -> str:
@@ -249,7 +254,8 @@ def _folder_info(path: Path, spec: str, kind: str) -> ModelInfo:
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
         relative = file.relative_to(path).as_posix()
-        content = file_sha256(file) if file.suffix in _WEIGHT_SUFFIXES else hashlib.sha256(file.read_bytes()).hexdigest()
+        content = (file_sha256(file) if file.suffix in _WEIGHT_SUFFIXES
+                   else hashlib.sha256(file.read_bytes()).hexdigest())
         digest.update(f"{relative}\0{content}\n".encode())
     return ModelInfo(spec, kind, "sha256:" + digest.hexdigest(), path=path, scheduler_config=_read_scheduler(path))
 

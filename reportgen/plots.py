@@ -6,14 +6,17 @@ the same data gives the same bytes.
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from reportgen.measure import Analysis, CellMetrics, SamplerSummary
 
-_STYLE = {"svg.fonttype": "path", "svg.hashsalt": "reportgen", "font.size": 8, "axes.titlesize": 9,
-          "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 7}
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
+_STYLE: dict[RcKeyType, Any] = {"svg.fonttype": "path", "svg.hashsalt": "reportgen", "font.size": 8,
+                                "axes.titlesize": 9, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 7}
 
 
 def topic_plots(analysis: Analysis, topic: str) -> dict[str, str]:
@@ -45,7 +48,7 @@ def rates_plot(analysis: Analysis) -> str:
         orders = {s.sampler: s.order for s in analysis.samplers}
         for i, name in enumerate(names):
             ax.hlines(-orders[name], i - 0.4, i + 0.4, colors="black", linestyles="dashed", linewidth=1,
-                      label="expected: minus the order" if i == 0 else None)
+                      label="expected: minus the order" if i == 0 else "")  # "": no legend entry, as None
         ax.set_xticks(range(len(names)), [labels[n] for n in names], rotation=30, ha="right")
         ax.set_ylabel("fitted exponent b (distance ~ a·steps^b)")
         ax.set_title(f"Rates of approach to {analysis.reference_label} ({analysis.thresholds.metric} distance)")
@@ -97,11 +100,15 @@ def _topic_figure(analysis: Analysis, topic: str, axis: str) -> str:
         return _svg(fig)
 
 
-def _style() -> dict[str, Any]:
+def _style() -> dict[RcKeyType, Any]:
     import matplotlib
+    from matplotlib.colors import ListedColormap
+    from matplotlib.rcsetup import cycler
 
     # tab20 keeps 20 samplers apart; the default cycle repeats after 10.
-    return {**_STYLE, "axes.prop_cycle": matplotlib.cycler(color=matplotlib.colormaps["tab20"].colors)}
+    tab20 = matplotlib.colormaps["tab20"]
+    assert isinstance(tab20, ListedColormap)  # a fixed list of colours, which a cycle needs
+    return {**_STYLE, "axes.prop_cycle": cycler(color=tab20.colors)}
 
 
 def _mean_series(rows: list[CellMetrics], metric: str, target: str, axis: str) -> tuple[np.ndarray, np.ndarray]:

@@ -171,7 +171,8 @@ def _load_topic(path: Path, samplers: tuple[str, ...], steps: tuple[int, ...], s
     topic_samplers = _samplers(meta.get("samplers"), where) or samplers
     count = _positive_int(meta.get("seeds", seeds if prompt.count is None else prompt.count), "seeds", where)
     if count > max_cells:
-        raise StudyError(f"{where}: {count} seeds is over max_cells = {max_cells}; raise max_cells in study.toml to go on")
+        raise StudyError(f"{where}: {count} seeds is over max_cells = {max_cells}; "
+                         "raise max_cells in study.toml to go on")
     return Topic(slug=slug, title=title, prompt=prompt, order=order, commentary=body, steps=topic_steps,
                  seeds=topic_seeds(prompt, count), samplers=topic_samplers, path=path)
 
@@ -183,7 +184,8 @@ def _string(data: dict[str, Any], key: str, where: str, *, required: bool = Fals
         return default
     value = data[key]
     if not isinstance(value, str) or (required and not value.strip()):
-        raise StudyError(f"{where}: {key} must be a non-empty string" if required else f"{where}: {key} must be a string")
+        raise StudyError(f"{where}: {key} must be a non-empty string" if required
+                         else f"{where}: {key} must be a string")
     return value
 
 

@@ -193,7 +193,7 @@ def train(device: str, minutes: float, out: Path, seed: int = 0, batch: int = 64
     remaining = minutes * 60 - (time.time() - started) - 5  # keep a few seconds to save
     print(f"vae: {vae_steps} steps, latent scale {scale:.4f}; unet for {remaining:.0f}s", flush=True)
     unet_steps = train_unet(parts, latents, token_ids, remaining, batch, device, autocast)
-    pipe = StableDiffusionPipeline(
+    pipe: Any = StableDiffusionPipeline(  # Any: diffusers' stubs hide save_pretrained from mypy
         vae=vae.cpu().float(), text_encoder=parts["text_encoder"].cpu().float(), unet=parts["unet"].cpu().float(),
         tokenizer=parts["tokenizer"], scheduler=PNDMScheduler.from_config(SD1_SCHEDULER),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,

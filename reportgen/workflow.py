@@ -88,8 +88,8 @@ def draw_grid(study: Study, group: list[Cell], store: Store) -> Any:
         if stored is not None:
             with Image.open(stored.image) as im:
                 images[(get_sampler(cell.sampler).label, str(cell.steps))] = im.convert("RGB")
-    return make_grid(rows, columns, images, title=f"{topic.title}: {topic.prompt.with_(seed=group[0].seed).to_command()}",
-                     tile=max(128, group[0].width))
+    title = f"{topic.title}: {topic.prompt.with_(seed=group[0].seed).to_command()}"
+    return make_grid(rows, columns, images, title=title, tile=max(128, group[0].width))
 
 
 def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Path | None = None,
@@ -98,6 +98,7 @@ def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Pa
     prompt = parse_prompt(command)
     prompt = prompt.with_(seed=0 if prompt.seed is None else prompt.seed, steps=prompt.steps or 50,
                           sampler=get_sampler(prompt.sampler or "k_lms").name)
+    assert prompt.sampler is not None and prompt.steps is not None and prompt.seed is not None
     if out.suffix.lower() != ".png":
         raise ReportgenError(f"--out must be a .png file, got {out}")
     from reportgen.study import MAX_PIXELS, MAX_STEPS
@@ -108,7 +109,6 @@ def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Pa
         raise ReportgenError(f"{prompt.steps} steps is over the limit of {MAX_STEPS}")
     info = resolve_model(model, model_config)
     device, dtype = pick_device(device, dtype)
-    assert prompt.sampler is not None and prompt.steps is not None and prompt.seed is not None
     environment = runtime_environment(info, device, dtype)
     key = cell_key(environment, scheduler_config(prompt.sampler, info.scheduler_config), prompt, prompt.sampler,
                    prompt.steps)

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import write_study
 from typer.testing import CliRunner
 
-from conftest import write_study
 from reportgen import store as store_module
 from reportgen import workflow
 from reportgen.cli import app, main
@@ -73,7 +73,7 @@ def test_nan_outputs_are_reported_and_never_cached(tmp_path: Path, monkeypatch, 
     broken_pipeline(monkeypatch, vae="nan" if fault == "vae" else None, unet=fault == "unet")
     result = runner.invoke(app, ["render", str(study), "--executor", executor, "--json"])
     assert result.exit_code == 1, result.output
-    assert result.stderr.count(f"failed: anime seed 3031912972 k_euler") == 2
+    assert result.stderr.count("failed: anime seed 3031912972 k_euler") == 2
     assert message in result.stderr
     assert '"rendered": 0' in result.stdout and '"failed": 2' in result.stdout
     assert list(Store(study / "store").cells()) == []
@@ -184,7 +184,7 @@ def test_hostile_values_meet_clear_limits(tmp_path: Path, capsys, monkeypatch, p
                                           expected: str):
     study = study_with(tmp_path / "study", prompt=prompt.replace("\x07", "\\a"), extra=extra)
     if "\x07" in prompt:  # YAML needs the escape in double quotes to carry a control character
-        (study / "topics" / "anime.md").write_text(f'---\ntitle: A\nprompt: "\\"a\\abell\\" -W32 -H32 -S1"\n---\n')
+        (study / "topics" / "anime.md").write_text('---\ntitle: A\nprompt: "\\"a\\abell\\" -W32 -H32 -S1"\n---\n')
     code, err = cli(capsys, monkeypatch, "render", study, "--dry-run")
     assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
     assert not (study / "store").exists()

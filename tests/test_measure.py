@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_study
 from typer.testing import CliRunner
 
 from reportgen import workflow
@@ -17,16 +18,15 @@ from reportgen.measure import (
     CellMetrics,
     Thresholds,
     analyze,
+    first_staying_under,
     fit_power_law,
     fit_rate,
-    first_staying_under,
     load_thresholds,
     summarize_seed,
     write_exports,
 )
 from reportgen.plots import rates_plot, topic_plots
 from reportgen.study import load_study
-from conftest import write_study
 
 runner = CliRunner()
 STEPS = [2, 4, 8, 16]
@@ -157,7 +157,7 @@ def test_thresholds_apply_as_documented():
 
     def rows(own: list[float], final_to_ref: float) -> list[CellMetrics]:
         return [CellMetrics("t", 1, "ddim", n, n, 0.5 * n, str(n), d, 0.0, final_to_ref if n == 100 else 1.0, 0.0,
-                            None if i == 0 else 0.2, None) for i, (n, d) in enumerate(zip(steps, own))]
+                            None if i == 0 else 0.2, None) for i, (n, d) in enumerate(zip(steps, own, strict=True))]
 
     summary = summarize_seed(rows([0.5, 0.2, 0.12, 0.1, 0.04, 0.0], 0.02), t, ancestral=False)
     assert (summary.indicator_steps, summary.converged_steps) == (30, 50)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_study
+from ldm_checkpoint import save_checkpoint
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import write_study
-from ldm_checkpoint import save_checkpoint
 from reportgen.cli import app
 from reportgen.errors import ModelError
 from reportgen.models import build_tiny_pipeline, pick_device, resolve_model
@@ -122,7 +122,8 @@ def test_device_and_dtype_are_picked_and_checked(models: Path, tmp_path: Path):
     dry = runner.invoke(app, ["render", str(models / "study"), "--model", "tiny", "--dry-run"])
     assert dry.exit_code == 0 and "with tiny on cpu/float32" in dry.stderr
     cuda = runner.invoke(app, ["render", str(models / "study"), "--device", "cuda", "--store", str(tmp_path / "s")])
-    assert isinstance(cuda.exception, ModelError) and str(cuda.exception) == "device 'cuda' asked for, but CUDA is not available"
+    assert isinstance(cuda.exception, ModelError)
+    assert str(cuda.exception) == "device 'cuda' asked for, but CUDA is not available"
     assert not (tmp_path / "s").exists()
     assert pick_device() == ("cpu", "float32")
     assert pick_device("cpu", "bfloat16") == ("cpu", "bfloat16")

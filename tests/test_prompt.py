@@ -46,7 +46,8 @@ def test_rejects_bad_prompts_with_one_line(command, message):
     assert "\n" not in str(info.value)
 
 
-texts = st.text(st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="[]"), min_size=1).filter(str.strip)
+texts = st.text(st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="[]"),
+                min_size=1).filter(str.strip)
 
 
 @settings(max_examples=300, deadline=None)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_study
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import write_study
 from reportgen.cli import app, main
 from reportgen.store import Store
 
@@ -103,7 +103,8 @@ def test_killed_render_resumes_to_the_uninterrupted_store(tmp_path: Path, refere
             main()
         err = capsys.readouterr().err
         assert second.value.code == 2
-        assert err.strip().splitlines()[-1] == f"error: store {store} is in use by another render; wait for it to finish"
+        expected = f"error: store {store} is in use by another render; wait for it to finish"
+        assert err.strip().splitlines()[-1] == expected
         assert "Traceback" not in err
     finally:
         _, final_err = final.communicate(timeout=240)
