@@ -101,9 +101,6 @@ SAMPLERS: tuple[Sampler, ...] = (
 
 GUIDE_SAMPLERS: tuple[str, ...] = ("ddim", "plms", "k_lms", "k_euler", "k_euler_a", "k_heun", "k_dpm_2", "k_dpm_2_a")
 
-_BY_NAME = {s.name: s for s in SAMPLERS}
-
-
 def _key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower().replace("++", "pp"))
 
@@ -131,7 +128,3 @@ def get_sampler(name: str) -> Sampler:
         raise SamplerError(f"unknown sampler {name!r}{hint}")
     return found
 
-
-def sampler_names() -> list[str]:
-    """Every registered sampler's canonical name, in registry order."""
-    return [s.name for s in SAMPLERS]

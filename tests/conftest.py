@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,16 @@ def write_study(root: Path, *, samplers: list[str], steps: list[int], topics: di
             f"---\ntitle: {slug.title()}\nprompt: '{prompt}'\norder: {order}\n---\n\nCommentary on *{slug}*.\n"
         )
     return root
+
+
+def run_main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: object) -> tuple[int, str]:
+    """Run `reportgen ARGS` through main(), as the console script does; return (exit code, stderr)."""
+    from reportgen.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["reportgen", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return int(exit_info.value.code or 0), capsys.readouterr().err
 
 
 @pytest.fixture

@@ -9,19 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from reportgen.cli import main
+from conftest import run_main as cli
 
 TOPIC = "---\ntitle: Anime\nprompt: '{prompt}'\n{extra}---\n\nCommentary.\n"
 GOOD = '"an anime girl" -W32 -H32 -C7.5 -S3031912972'
-
-
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
-    """Run `reportgen ARGS` through main(), as the console script does; return (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["reportgen", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return int(exit_info.value.code or 0), capsys.readouterr().err
 
 
 def set_toml(key: str, value: str) -> Callable[[Path], None]:

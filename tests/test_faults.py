@@ -4,18 +4,18 @@ gives one clear line and leaves the store consistent; hostile values meet clear 
 from __future__ import annotations
 
 import errno
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import run_main as cli
 from conftest import write_study
 from typer.testing import CliRunner
 
 from reportgen import store as store_module
 from reportgen import workflow
-from reportgen.cli import app, main
+from reportgen.cli import app
 from reportgen.models import build_tiny_pipeline
 from reportgen.render import BLACK, NONFINITE
 from reportgen.store import Store
@@ -30,13 +30,6 @@ def study_with(root: Path, prompt: str = PROMPT, extra: str = "", samplers=("k_e
         seeds, extra = int(extra.split("=")[1]), ""
     return write_study(root, samplers=list(samplers), steps=list(steps), topics={"anime": prompt}, extra=extra,
                        seeds=seeds)
-
-
-def cli(capsys, monkeypatch, *args: Any) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["reportgen", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return int(exit_info.value.code or 0), capsys.readouterr().err
 
 
 # --- broken images ----------------------------------------------------------------------------------------

@@ -1,16 +1,15 @@
 import json
 import math
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_study
+from conftest import run_main, write_study
 from typer.testing import CliRunner
 
 from reportgen import workflow
-from reportgen.cli import app, main
+from reportgen.cli import app
 from reportgen.errors import StudyError
 from reportgen.findings import findings
 from reportgen.measure import (
@@ -188,19 +187,13 @@ def test_thresholds_from_study_toml(tmp_path: Path):
 
 
 def test_analyze_bad_thresholds_and_unrendered_study_exit_2(tmp_path: Path, capsys, monkeypatch):
-    def cli(*args: str) -> tuple[int, str]:
-        monkeypatch.setattr(sys, "argv", ["reportgen", *args])
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-        return int(exit_info.value.code or 0), capsys.readouterr().err
-
     root = write_study(tmp_path / "s", samplers=["k_euler"], steps=[2], topics={"a": '"x" -W32 -H32 -S1'},
                        extra="[thresholds]\nindicator = 0\n")
-    code, err = cli("analyze", str(root))
+    code, err = run_main(capsys, monkeypatch, "analyze", str(root))
     assert (code, err.splitlines()) == (2, [f"error: {root / 'study.toml'}: [thresholds]: indicator must be a "
                                             "number between 0 and 10, got 0"])
     (root / "study.toml").write_text((root / "study.toml").read_text().replace("indicator = 0", ""))
-    code, err = cli("analyze", str(root))
+    code, err = run_main(capsys, monkeypatch, "analyze", str(root))
     assert code == 2 and err.splitlines()[-1].startswith("error: no rendered cells of this study in ")
     assert not (root / "store").exists()
 
