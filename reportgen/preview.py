@@ -78,7 +78,7 @@ def _run(kind: str, study_path: Path, topic: str, seeds: list[int], steps: int, 
     cells = tuple(make_cell(the_topic, seed, name, steps, info, environment) for seed in seeds)
     cached = tuple(c for c in cells if the_store.has(c.key))
     plan = Plan(cells, cached, tuple(c for c in cells if c not in cached), environment)
-    options = {"batch_size": batch_size} if executor == "batched" else {}
+    options: dict[str, Any] = {"batch_size": batch_size} if executor == "batched" else {}
     start = time.perf_counter()
     with the_store.lock():
         the_store.clean_temporary()
@@ -91,14 +91,13 @@ def _run(kind: str, study_path: Path, topic: str, seeds: list[int], steps: int, 
             paths: tuple[Path, ...] = (_contact_sheet(study.root, the_topic.title, cells, the_store),)
         else:
             paths = tuple(_copy_final(study.root, c, the_store) for c in cells if the_store.has(c.key))
-    stored = {c.key: the_store.get(c.key) for c in cells}
+    records = {c.key: stored.record if (stored := the_store.get(c.key)) else {} for c in cells}
     record_workflow_run(study.root, {
         "kind": kind, "topic": topic, "sampler": name, "steps": steps, "executor": executor, "device": device,
         "model": info.spec, "rendered": result.rendered, "cached": result.cached, "nfe": result.nfe,
         "seconds": round(seconds, 4), "store": str(the_store.root.resolve()),
         # Each cell's own measured time, from its stored record, so cached cells keep the time they cost.
-        "cells": [{"seed": c.seed, "key": c.key,
-                   "seconds": (stored[c.key].record.get("seconds") if stored[c.key] else None)} for c in cells],
+        "cells": [{"seed": c.seed, "key": c.key, "seconds": records[c.key].get("seconds")} for c in cells],
     })
     return WorkflowResult(kind, cells, result, seconds, paths)
 
@@ -110,8 +109,9 @@ def _contact_sheet(root: Path, title: str, cells: tuple[Cell, ...], store: Store
     from reportgen.grid import make_grid
 
     tile = min(256, max(96, cells[0].width))
-    font = ImageFont.load_default(size=max(10, tile // 10))
-    band = round(font.size * 1.6)
+    font_size = max(10, tile // 10)
+    font = ImageFont.load_default(size=font_size)
+    band = round(font_size * 1.6)
     images = {}
     columns = [str(j + 1) for j in range(min(SHEET_COLUMNS, len(cells)))]
     rows = [str(i + 1) for i in range(0, len(cells), SHEET_COLUMNS)]

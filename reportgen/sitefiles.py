@@ -71,8 +71,8 @@ def thumbnail(image_path: Path) -> tuple[bytes, tuple[int, int]]:
     """A WebP thumbnail of an image, at most THUMB_SIZE pixels on its longest side, and its size."""
     from PIL import Image
 
-    with Image.open(image_path) as im:
-        im = im.convert("RGB")
+    with Image.open(image_path) as source:
+        im = source.convert("RGB")
         im.thumbnail((THUMB_SIZE, THUMB_SIZE))
         buffer = io.BytesIO()
         im.save(buffer, format="WEBP", quality=82, method=4)
