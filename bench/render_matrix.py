@@ -64,6 +64,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="steps 10,20 and 1 repetition: a smoke run")
     p.add_argument("--budget", type=float, default=None, help="seconds for the whole run (CPU 1800, CUDA 330)")
     p.add_argument("--channels-last", action="store_true", help="CUDA: UNet in channels_last memory format")
+    p.add_argument("--compile", action="store_true",
+                   help="CUDA: channels_last, fused QKV and torch.compile for the UNet (models.compile_unet)")
     p.add_argument("--peak-tflops", type=float, default=None, help="override the card's assumed dense peak")
     p.add_argument("--json-out", type=Path, default=None, help="also write the results as JSON here")
     return p.parse_args()
@@ -98,6 +100,18 @@ def build_sd15(device: str, dtype: str) -> Any:
         requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device=device, dtype=getattr(torch, dtype))
+
+
+def compile_unet(pipe: Any) -> None:
+    """The UNet in channels_last with fused Q/K/V projections, under `torch.compile` (inductor, default
+    mode). The first call compiles; a call with another batch size compiles once more with the batch
+    dimension dynamic, and every later size reuses that. Measured in bench/unet_speed.py."""
+    import torch
+
+    unet = pipe.unet
+    unet.to(memory_format=torch.channels_last)
+    unet.fuse_qkv_projections()
+    pipe.unet = torch.compile(unet)
 
 
 def unet_flops(pipe: Any, size: int) -> float:
@@ -208,9 +222,12 @@ def main() -> None:
         model = resolve_model("tiny")
         pipe = load_pipeline(model, device, dtype)
         name = "CPU"
-    flops = unet_flops(pipe, size)
+    flops = unet_flops(pipe, size)  # on the eager UNet: the FLOPs are the model's, however it is run
+    if cuda and args.compile:
+        compile_unet(pipe)  # the warm-up renders below pay for compiling
     bench = Bench(pipe, model, device, dtype, budget, started)
-    print(f"device: {name}; dtype {dtype}; {size}x{size}; torch {torch.__version__}; threads {torch.get_num_threads()}")
+    print(f"device: {name}; dtype {dtype}; {size}x{size}; torch {torch.__version__}; threads {torch.get_num_threads()}"
+          + ("; UNet compiled" if cuda and args.compile else ""))
     print(f"UNet FLOPs per call on a CFG pair: {flops / 1e9:.3f} GFLOP (FlopCounterMode)")
     peak = args.peak_tflops or next((p for key, p in PEAKS if key in name), None) if cuda else None
     if cuda:
@@ -225,6 +242,7 @@ def main() -> None:
             if len(pair) == 2:
                 ratios.append(pair["pipeline"]["seconds"] / pair["batched"]["seconds"])
         out: dict[str, Any] = {"device": name, "dtype": dtype, "size": size, "steps": steps, "topics": topics,
+                               "compile": args.compile, "channels_last": args.channels_last,
                                "samplers": list(GUIDE_SAMPLERS), "flops_per_call": flops, "peak_tflops": peak,
                                "runs": bench.runs, "ratios": ratios,
                                "median_ratio": statistics.median(ratios) if ratios else None}
@@ -261,7 +279,7 @@ def main() -> None:
     signal.alarm(max(1, int(budget - (time.perf_counter() - started))))
     try:
         warm = write_study(bench.tmp / "warm", 1, [2], size)  # first calls pay for kernel selection and caches
-        for executor in ("pipeline", "batched"):
+        for executor in ("pipeline", "batched") if reps else ("batched",):
             bench.run(warm, executor, "warm-up", args.batch_size)
         study = write_study(bench.tmp / "study", topics, steps, size)
         print(f"study: {topics} topics x {len(GUIDE_SAMPLERS)} samplers x steps {steps}, "

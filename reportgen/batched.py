@@ -36,7 +36,7 @@ class Lane:
     cell: Cell
     scheduler: Any
     timesteps: Any  # the scheduler's own timestep tensor: step() and scale_model_input() get its items
-    times: list[float]  # the same timesteps as float32 values for the UNet's per-sample timestep tensor
+    times: Any  # the same timesteps as float32 on the device: rows of the UNet's per-sample timestep tensor
     generator: Any
     latents: Any
     step_kwargs: dict[str, Any]
@@ -156,7 +156,9 @@ class _BatchedRun:
             cond = pipe.get_guidance_scale_embedding(
                 torch.tensor([cell.cfg - 1.0]), embedding_dim=self.unet.config.time_cond_proj_dim,
             ).to(device=self.device, dtype=latents.dtype)
-        times = timesteps.float().cpu().tolist()  # the UNet's time projection casts to float32 the same way
+        # float32 as the UNet's time projection casts them; on the device, so that gathering a tick's
+        # timesteps is one kernel and not a host-to-device copy, which would wait for the GPU to drain
+        times = timesteps.to(self.device, self.torch.float32)
         lane = Lane(cell, scheduler, timesteps, times, generator, latents, step_kwargs, cfg, key, cond=cond)
         lane.seconds = time.perf_counter() - start
         return lane
@@ -176,7 +178,7 @@ class _BatchedRun:
         rows = [inputs[i] for i, lane in enumerate(active) if lane.cfg] + inputs  # unconditional rows, then all
         row_lanes = guided + active
         sample = torch.cat(rows)
-        timestep = torch.tensor([lane.times[lane.index] for lane in row_lanes], dtype=torch.float32).to(self.device)
+        timestep = torch.stack([lane.times[lane.index] for lane in row_lanes])
         cond = torch.cat([lane.cond for lane in row_lanes]) if active[0].cond is not None else None
         noise = self._unet(sample, timestep, self._row_embeddings(guided, active), cond)
         uncond_row = {id(lane): i for i, lane in enumerate(guided)}

@@ -1,4 +1,4 @@
-"""Train the demo model: `python scripts/train_demo.py --device cpu --minutes 40` (see reportgen/train_demo.py)."""
+"""Train the demo model: `python scripts/train_demo.py --device cpu` (see reportgen/train_demo.py)."""
 
 import sys
 from pathlib import Path

@@ -1,0 +1,144 @@
+"""How fast the UNet alone runs at the batched executor's batch shape, in several execution variants.
+
+The batched render spends most of its time in UNet calls of about 100-128 rows (issue 5,
+docs/performance.md). This times one such call, side by side in one process, for:
+
+- eager: the UNet as diffusers builds it;
+- channels_last: its convolution weights and inputs in NHWC memory format;
+- fused_qkv: diffusers' `fuse_qkv_projections()` (one matmul for Q, K and V of self-attention);
+- compile: `torch.compile` (inductor, default mode, batch dimension dynamic, as a render needs) on top
+  of channels_last and fused QKV.
+
+Each variant gets warm-up calls (compilation included), then `--calls` timed calls between CUDA
+events; the median is reported with TFLOP/s from torch's FlopCounterMode and the share of the card's
+dense peak. Variants run in the order given and can be repeated (e.g. eager,compile,eager) to see
+drift. The FLOPs are the same for every variant: they count the model's arithmetic, not the kernels'.
+
+    python bench/unet_speed.py --device cuda --rows 128 --variants eager,channels_last,fused_qkv,compile,eager
+    python bench/unet_speed.py            # CPU smoke run on the tests' tiny model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # render_matrix's builders
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # reportgen from a checkout
+
+from render_matrix import PEAKS, build_sd15, compile_unet, unet_flops  # noqa: E402
+
+from reportgen.models import load_pipeline, resolve_model  # noqa: E402
+
+VARIANTS = ("eager", "channels_last", "fused_qkv", "compile")
+
+
+def apply_variant(pipe: Any, variant: str) -> None:
+    """Put the pipeline's UNet in `variant`'s form, undoing whatever an earlier variant did."""
+    import torch
+
+    unet = getattr(pipe.unet, "_orig_mod", pipe.unet)  # a compiled UNet wraps the original module
+    unet.to(memory_format=torch.contiguous_format)
+    if getattr(unet, "original_attn_processors", None) is not None:  # set by fuse_qkv_projections
+        unet.unfuse_qkv_projections()
+    pipe.unet = unet
+    if variant == "channels_last":
+        unet.to(memory_format=torch.channels_last)
+    elif variant == "fused_qkv":
+        unet.fuse_qkv_projections()
+    elif variant == "compile":
+        compile_unet(pipe)  # what bench/render_matrix.py --compile does
+
+
+def time_calls(unet: Any, inputs: tuple[Any, ...], calls: int, cuda: bool) -> list[float]:
+    """Seconds of each of `calls` UNet calls on `inputs` (CUDA events on a GPU, perf_counter on a CPU)."""
+    import torch
+
+    sample, timestep, states = inputs
+    seconds = []
+    for _ in range(calls):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            unet(sample, timestep, encoder_hidden_states=states, return_dict=False)
+            end.record()
+            end.synchronize()
+            seconds.append(start.elapsed_time(end) / 1000)
+        else:
+            begin = time.perf_counter()
+            unet(sample, timestep, encoder_hidden_states=states, return_dict=False)
+            seconds.append(time.perf_counter() - begin)
+    return seconds
+
+
+def main() -> None:
+    """Build the UNet, then warm up and time each variant in turn."""
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--rows", type=int, default=None, help="UNet batch rows (CUDA 128 = 64 CFG lanes; CPU 32)")
+    parser.add_argument("--calls", type=int, default=10, help="timed calls per variant")
+    parser.add_argument("--variants", default="eager,channels_last,fused_qkv,compile,eager",
+                        help=f"comma-separated, from {', '.join(VARIANTS)}")
+    parser.add_argument("--peak-tflops", type=float, default=None)
+    parser.add_argument("--json-out", type=Path, default=None)
+    args = parser.parse_args()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.startswith("cuda")
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    if cuda:
+        pipe, size, rows, name = build_sd15(device, "bfloat16"), 512, args.rows or 128, torch.cuda.get_device_name()
+    else:
+        pipe, size, rows, name = load_pipeline(resolve_model("tiny")), 32, args.rows or 32, "CPU"
+    flops = unet_flops(pipe, size) * rows / 2  # unet_flops counts a CFG pair
+    peak = args.peak_tflops or (next((p for key, p in PEAKS if key in name), None) if cuda else None)
+    print(f"device: {name}; torch {torch.__version__}; {size}x{size}; {rows} rows; "
+          f"{flops / 1e12:.2f} TFLOP per call; peak {peak} TFLOP/s", flush=True)
+    unet = pipe.unet
+    side = size // pipe.vae_scale_factor
+    generator = torch.Generator("cpu").manual_seed(0)
+    sample = torch.randn((rows, unet.config.in_channels, side, side), generator=generator)
+    inputs = (sample.to(device, unet.dtype), torch.linspace(999, 1, rows, device=device),
+              torch.randn((rows, 77, unet.config.cross_attention_dim), generator=generator).to(device, unet.dtype))
+    results = []
+    with torch.inference_mode():
+        reference = unet(*inputs[:2], encoder_hidden_states=inputs[2], return_dict=False)[0].float()
+        for variant in variants:
+            started = time.perf_counter()
+            apply_variant(pipe, variant)
+            model = pipe.unet
+            # two shapes in the warm-up: a render's batch shrinks as lanes drain, so compile must
+            # handle a dynamic batch without recompiling at every size
+            for part in (rows, rows - 2, rows):
+                output = model(inputs[0][:part], inputs[1][:part], encoder_hidden_states=inputs[2][:part],
+                               return_dict=False)[0]
+            if cuda:
+                torch.cuda.synchronize()
+            warm = time.perf_counter() - started
+            error = float((output.float() - reference).abs().max() / reference.abs().max())
+            seconds = time_calls(model, inputs, args.calls, cuda)
+            median = statistics.median(seconds)
+            row = {"variant": variant, "rows": rows, "median_s": median, "seconds": seconds, "warmup_s": warm,
+                   "tflops": flops / median / 1e12, "max_rel_diff_vs_eager": error}
+            if peak:
+                row["share_of_peak"] = row["tflops"] / peak
+            results.append(row)
+            print(f"  {variant:14} {median * 1000:9.1f} ms/call  {row['tflops']:7.1f} TFLOP/s"
+                  + (f"  {row['share_of_peak']:6.1%} of peak" if peak else "")
+                  + f"  (warm-up {warm:.0f}s; max |diff| vs eager {error:.1e} of max |output|)", flush=True)
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"device": name, "torch": torch.__version__, "size": size, "rows": rows,
+                                             "flops_per_call": flops, "peak_tflops": peak, "runs": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
