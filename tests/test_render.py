@@ -76,3 +76,15 @@ def test_truncated_cached_file_is_rendered_again(tiny_study: Path):
     counts = last_json(run("render", tiny_study, "--topic", "anime", "--json").stdout)
     assert (counts["rendered"], counts["cached"]) == (1, 3)
     assert read_record(victim.image) is not None
+
+
+def test_a_cell_is_reported_only_once_it_is_stored(tiny_study: Path):
+    """Writes run on a worker thread; progress (on_cell) must still never run ahead of the store."""
+    from reportgen import workflow
+
+    job = workflow.prepare_render(tiny_study)
+    seen: list[bool] = []
+    result, _ = workflow.run_render(job, "batched",
+                                    lambda output: seen.append(job.store.get(output.cell.key) is not None))
+    assert result.rendered == len(seen) == 8
+    assert all(seen)
