@@ -46,6 +46,8 @@ def test_parse_caption_rejects_other_text() -> None:
 
 
 def test_shipped_demo_model_loads_offline_and_draws_its_captions() -> None:
+    """The issue's bar, as docs/demo-model.md measures it: the held-out captions at 50 steps of a
+    deterministic sampler, at least 80% matching (one seed here; four in the docs)."""
     from transformers import CLIPTokenizer
 
     info = resolve_model("demo")
@@ -54,12 +56,11 @@ def test_shipped_demo_model_loads_offline_and_draws_its_captions() -> None:
     size = sum(p.stat().st_size for p in DEMO_DIR.rglob("*") if p.is_file())
     assert size <= 25e6
     pipe = load_pipeline(info)
-    prompts = ["a red circle at the left on a white background", "a blue square at the top on a black background",
-               "green hills under a blue sky with a sun", "the sea under an orange sky"]
-    results = evaluate(pipe, prompts, seeds=[0], steps=20, sampler="k_euler")
+    captions = [scene.caption for scene in held_out_scenes()]
+    results = evaluate(pipe, captions, seeds=[0], steps=50, sampler="k_euler")
     assert all(np.asarray(image).shape == (64, 64, 3) for *_, image in results)
-    passed = [caption for caption, _, verdict, _ in results if verdict.ok]
-    assert len(passed) >= 3, [(c, v.reason) for c, _, v, _ in results]
+    failed = [(c, v.reason) for c, _, v, _ in results if not v.ok]
+    assert len(failed) <= 0.2 * len(captions), failed
 
 
 def test_training_script_saves_a_loadable_pipeline_and_is_reproducible(tmp_path) -> None:
