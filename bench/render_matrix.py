@@ -180,6 +180,11 @@ class Bench:
                "calls_per_s": result.nfe / seconds}
         if self.device == "cuda":
             row["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        if hasattr(self.pipe.unet, "_orig_mod"):  # compiled: a count that grows during a timed run means recompiling
+            from torch._dynamo.utils import counters
+
+            row["graphs_compiled_so_far"] = counters["stats"]["unique_graphs"]
+            print(f"  ({row['graphs_compiled_so_far']} graphs compiled so far)", flush=True)
         self.runs.append(row)
         print(f"  {label:10} {executor:8} {images:4d} images {result.nfe:6d} calls {seconds:8.2f}s "
               f"{row['images_per_s']:7.3f} images/s {row['calls_per_s']:8.2f} calls/s"

@@ -7,7 +7,7 @@ docs/performance.md). This times one such call, side by side in one process, for
 - channels_last: its convolution weights and inputs in NHWC memory format;
 - fused_qkv: diffusers' `fuse_qkv_projections()` (one matmul for Q, K and V of self-attention);
 - compile: `torch.compile` (inductor, default mode, batch dimension dynamic, as a render needs) on top
-  of channels_last and fused QKV.
+  of channels_last and fused QKV; compile_contiguous: the same without channels_last.
 
 Each variant gets warm-up calls (compilation included), then `--calls` timed calls between CUDA
 events; the median is reported with TFLOP/s from torch's FlopCounterMode and the share of the card's
@@ -15,6 +15,7 @@ dense peak. Variants run in the order given and can be repeated (e.g. eager,comp
 drift. The FLOPs are the same for every variant: they count the model's arithmetic, not the kernels'.
 
     python bench/unet_speed.py --device cuda --rows 128 --variants eager,channels_last,fused_qkv,compile,eager
+    python bench/unet_speed.py --device cuda --rows 128 --extra-rows 110,64 --variants eager,compile_contiguous,compile
     python bench/unet_speed.py            # CPU smoke run on the tests' tiny model
 """
 
@@ -35,7 +36,7 @@ from render_matrix import PEAKS, build_sd15, compile_unet, unet_flops  # noqa: E
 
 from reportgen.models import load_pipeline, resolve_model  # noqa: E402
 
-VARIANTS = ("eager", "channels_last", "fused_qkv", "compile")
+VARIANTS = ("eager", "channels_last", "fused_qkv", "compile", "compile_contiguous")
 
 
 def apply_variant(pipe: Any, variant: str) -> None:
@@ -53,6 +54,9 @@ def apply_variant(pipe: Any, variant: str) -> None:
         unet.fuse_qkv_projections()
     elif variant == "compile":
         compile_unet(pipe)  # what bench/render_matrix.py --compile does
+    elif variant == "compile_contiguous":  # the same without channels_last, which is slower in eager
+        unet.fuse_qkv_projections()
+        pipe.unet = torch.compile(unet)
 
 
 def time_calls(unet: Any, inputs: tuple[Any, ...], calls: int, cuda: bool) -> list[float]:
@@ -84,6 +88,8 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--rows", type=int, default=None, help="UNet batch rows (CUDA 128 = 64 CFG lanes; CPU 32)")
     parser.add_argument("--calls", type=int, default=10, help="timed calls per variant")
+    parser.add_argument("--extra-rows", default="", help="comma-separated: also time each variant at these batch "
+                        "sizes (a compiled UNet runs them on its dynamic-batch graph)")
     parser.add_argument("--variants", default="eager,channels_last,fused_qkv,compile,eager",
                         help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument("--peak-tflops", type=float, default=None)
@@ -91,10 +97,15 @@ def main() -> None:
     args = parser.parse_args()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.startswith("cuda")
+    from torch._dynamo.utils import counters
+
     variants = args.variants.split(",")
+    extra = [int(r) for r in args.extra_rows.split(",") if r]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    if any(not 2 <= r <= (args.rows or (128 if cuda else 32)) for r in extra):
+        parser.error("--extra-rows must lie between 2 and --rows")
     if cuda:
         pipe, size, rows, name = build_sd15(device, "bfloat16"), 512, args.rows or 128, torch.cuda.get_device_name()
     else:
@@ -125,16 +136,19 @@ def main() -> None:
                 torch.cuda.synchronize()
             warm = time.perf_counter() - started
             error = float((output.float() - reference).abs().max() / reference.abs().max())
-            seconds = time_calls(model, inputs, args.calls, cuda)
-            median = statistics.median(seconds)
-            row = {"variant": variant, "rows": rows, "median_s": median, "seconds": seconds, "warmup_s": warm,
-                   "tflops": flops / median / 1e12, "max_rel_diff_vs_eager": error}
-            if peak:
-                row["share_of_peak"] = row["tflops"] / peak
-            results.append(row)
-            print(f"  {variant:14} {median * 1000:9.1f} ms/call  {row['tflops']:7.1f} TFLOP/s"
-                  + (f"  {row['share_of_peak']:6.1%} of peak" if peak else "")
-                  + f"  (warm-up {warm:.0f}s; max |diff| vs eager {error:.1e} of max |output|)", flush=True)
+            for part in (rows, *extra):
+                seconds = time_calls(model, tuple(x[:part] for x in inputs), args.calls, cuda)
+                median = statistics.median(seconds)
+                row = {"variant": variant, "rows": part, "median_s": median, "seconds": seconds, "warmup_s": warm,
+                       "tflops": flops * part / rows / median / 1e12, "max_rel_diff_vs_eager": error,
+                       "graphs_compiled_so_far": counters["stats"]["unique_graphs"]}
+                if peak:
+                    row["share_of_peak"] = row["tflops"] / peak
+                results.append(row)
+                print(f"  {variant:18} {part:4d} rows {median * 1000:9.1f} ms/call  {row['tflops']:7.1f} TFLOP/s"
+                      + (f"  {row['share_of_peak']:6.1%} of peak" if peak else "")
+                      + f"  (warm-up {warm:.0f}s; max |diff| vs eager {error:.1e} of max |output|; "
+                      f"{row['graphs_compiled_so_far']} graphs compiled so far)", flush=True)
     if args.json_out:
         args.json_out.write_text(json.dumps({"device": name, "torch": torch.__version__, "size": size, "rows": rows,
                                              "flops_per_call": flops, "peak_tflops": peak, "runs": results}, indent=2))
