@@ -6,9 +6,8 @@ Two phases, a fixed number of steps each (RECIPES), from one seed: a small Autoe
 pixels -> 4x16x16 latents) learns to reconstruct the pictures; then a small UNet2DConditionModel and a
 small CLIP text encoder learn jointly to predict the noise (epsilon, Min-SNR weighted) under Stable
 Diffusion 1.x's schedule (scaled-linear betas 0.00085..0.012, 1000 steps), so every sampler of the
-guide applies unchanged. Captions are dropped 10%
-of the time so classifier-free guidance works. The saved UNet and text encoder are exponential moving
-averages of the trained weights.
+guide applies unchanged. Captions are dropped 10% of the time so classifier-free guidance works. The
+saved UNet and text encoder are exponential moving averages of the trained weights.
 """
 
 from __future__ import annotations
@@ -167,7 +166,8 @@ def train_unet(parts: dict[str, Any], latents: Any, token_ids: Any, steps: int, 
 @dataclass(frozen=True)
 class Recipe:
     """How much training: steps of each phase, batch and pictures. Steps, not a time box, so that one
-    command with one seed gives the same weights on any machine, however busy."""
+    command with one seed gives the same weights again however busy the machine is (across machines,
+    float sums may still round differently)."""
 
     vae_crop_steps: int
     vae_full_steps: int
