@@ -14,6 +14,7 @@ from reportgen.samplers import get_sampler
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 MAX_CELLS = 20_000  # cells per study; raise with `max_cells` in study.toml
+CELLS_CEILING = 1_000_000  # the most `max_cells` may say: the cells and seeds of a study are held in memory
 MAX_PIXELS = 2048 * 2048  # pixels per image; raise with `max_pixels` in study.toml
 MAX_STEPS = 10_000  # steps per cell: more is a typo, not a study
 _STUDY_KEYS = {
@@ -93,6 +94,8 @@ def load_study(root: Path | str) -> Study:
     negative = _string(data, "negative_prompt", where, default="")
     reference = get_sampler(_string(data, "reference_sampler", where, default="k_heun")).name
     max_cells = _positive_int(data.get("max_cells", MAX_CELLS), "max_cells", where)
+    if max_cells > CELLS_CEILING:
+        raise StudyError(f"{where}: max_cells = {max_cells} is over the ceiling of {CELLS_CEILING}")
     max_pixels = _positive_int(data.get("max_pixels", MAX_PIXELS), "max_pixels", where)
     for name in ("thresholds", "speed"):
         if name in data and not isinstance(data[name], dict):
