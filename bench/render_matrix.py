@@ -6,12 +6,19 @@ weights (timing needs no weights, so nothing is downloaded) at 512x512 in half p
 8-sampler x {10, 20, 30, 40, 50, 100} matrix; it also prints model calls/s and the fraction of the card's
 dense bf16/fp16 peak reached, from FLOPs per UNet call counted by torch's FlopCounterMode.
 
+Before each batched throughput run on CUDA, the UNet alone is timed at that render's batch shape (the
+lane count the executor will choose, two rows per lane), so the share of the UNet's own speed that the
+whole render keeps is printed next to it. With --compile the UNet is compiled by the executor's own
+option (`reportgen render --compile`: torch.compile with static shapes, every call padded to one size),
+and that timing is also the compile's warm-up, reported apart.
+
 Everything is time-boxed by --budget (seconds, model building included): a run that would not finish
 in time, judged from the rates already measured, is skipped and said so; a watchdog prints what was
 measured and exits if the budget is overrun anyway.
 
     python bench/render_matrix.py                       # CPU, tiny model
     python bench/render_matrix.py --device cuda --budget 330 --json-out result.json
+    python bench/render_matrix.py --device cuda --reps 0 --throughput-topics 4,8 --compile
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing, hence E402 on the imports below
 
+from reportgen.batched import auto_batch_size, balanced_lanes, compile_unet  # noqa: E402
 from reportgen.models import SD1_SCHEDULER, ModelInfo, byte_tokenizer, load_pipeline, resolve_model  # noqa: E402
 from reportgen.plan import plan  # noqa: E402
 from reportgen.render import render  # noqa: E402
@@ -59,13 +67,13 @@ def parse() -> argparse.Namespace:
     p.add_argument("--steps", default=None, help="step counts, comma-separated (CPU 4,8,12; CUDA 10,...,100)")
     p.add_argument("--size", type=int, default=None, help="image side in pixels (CPU 32, CUDA 512)")
     p.add_argument("--batch-size", type=int, default=None, help="lanes per UNet call (default: automatic)")
-    p.add_argument("--throughput-topics", type=int, default=None,
-                   help="after the comparison, one batched-only run of this many topics to fill the batch (CUDA 4)")
+    p.add_argument("--throughput-topics", default=None,
+                   help="after the comparison, batched-only runs of these many topics, comma-separated (CUDA 4)")
     p.add_argument("--quick", action="store_true", help="steps 10,20 and 1 repetition: a smoke run")
     p.add_argument("--budget", type=float, default=None, help="seconds for the whole run (CPU 1800, CUDA 330)")
     p.add_argument("--channels-last", action="store_true", help="CUDA: UNet in channels_last memory format")
     p.add_argument("--compile", action="store_true",
-                   help="CUDA: channels_last, fused QKV and torch.compile for the UNet (models.compile_unet)")
+                   help="CUDA: the throughput runs compile the UNet as `reportgen render --compile` does")
     p.add_argument("--peak-tflops", type=float, default=None, help="override the card's assumed dense peak")
     p.add_argument("--json-out", type=Path, default=None, help="also write the results as JSON here")
     return p.parse_args()
@@ -100,18 +108,6 @@ def build_sd15(device: str, dtype: str) -> Any:
         requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device=device, dtype=getattr(torch, dtype))
-
-
-def compile_unet(pipe: Any) -> None:
-    """The UNet in channels_last with fused Q/K/V projections, under `torch.compile` (inductor, default
-    mode). The first call compiles; a call with another batch size compiles once more with the batch
-    dimension dynamic, and every later size reuses that. Measured in bench/unet_speed.py."""
-    import torch
-
-    unet = pipe.unet
-    unet.to(memory_format=torch.channels_last)
-    unet.fuse_qkv_projections()
-    pipe.unet = torch.compile(unet)
 
 
 def unet_flops(pipe: Any, size: int) -> float:
@@ -153,8 +149,10 @@ class Bench:
         """Seconds left in the budget."""
         return self.budget - (time.perf_counter() - self.started)
 
-    def run(self, study_dir: Path, executor: str, label: str, batch_size: int | None) -> dict[str, Any] | None:
-        """Render the whole study into a fresh store with `executor`; None if the time box forbids it."""
+    def run(self, study_dir: Path, executor: str, label: str, batch_size: int | None,
+            compile: bool = False, unet_alone: bool = False) -> dict[str, Any] | None:
+        """Render the whole study into a fresh store with `executor`; None if the time box forbids it.
+        With `unet_alone`, first time the UNet by itself at the render's batch shape."""
         import torch
 
         study = load_study(study_dir)
@@ -164,20 +162,36 @@ class Bench:
         if predicted is not None and predicted > self.left() - 5:
             print(f"  skipped {label} {executor}: needs about {predicted:.0f}s, {self.left():.0f}s left", flush=True)
             return None
-        options = {"batch_size": batch_size} if executor == "batched" else {}
+        row: dict[str, Any] = {"label": label, "executor": executor}
+        if executor == "batched":
+            if compile:
+                compile_unet(self.pipe)
+            cells = the_plan.to_render
+            lanes = batch_size or min(auto_batch_size(self.pipe, cells[0].height, cells[0].width),
+                                      balanced_lanes(cells))
+            row["lanes"] = lanes
+            if unet_alone:
+                row.update(self.time_unet(2 * lanes))
+        options = {"batch_size": batch_size, "compile": compile} if executor == "batched" else {}
+        counter = CallCounter(self.pipe.unet)
+        self.pipe.unet = counter
         if self.device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        result = render(the_plan, self.pipe, self.model, store, executor=executor, **options)
-        if self.device == "cuda":
-            torch.cuda.synchronize()
+        try:
+            result = render(the_plan, self.pipe, self.model, store, executor=executor, **options)
+            if self.device == "cuda":
+                torch.cuda.synchronize()
+        finally:
+            self.pipe.unet = counter.unet
         seconds = time.perf_counter() - start
         shutil.rmtree(store, ignore_errors=True)
         images = result.rendered + len(result.failed)
-        row = {"label": label, "executor": executor, "images": images, "failed": len(result.failed),
-               "nfe": result.nfe, "seconds": seconds, "images_per_s": images / seconds,
-               "calls_per_s": result.nfe / seconds}
+        row.update({"images": images, "failed": len(result.failed), "nfe": result.nfe, "seconds": seconds,
+                    "images_per_s": images / seconds, "calls_per_s": result.nfe / seconds,
+                    "unet_calls": len(counter.rows), "unet_rows": sum(counter.rows),
+                    "useful_rows": sum(c.nfe * (2 if c.cfg > 1 else 1) for c in the_plan.to_render)})
         if self.device == "cuda":
             row["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         if hasattr(self.pipe.unet, "_orig_mod"):  # compiled: a count that grows during a timed run means recompiling
@@ -187,9 +201,37 @@ class Bench:
             print(f"  ({row['graphs_compiled_so_far']} graphs compiled so far)", flush=True)
         self.runs.append(row)
         print(f"  {label:10} {executor:8} {images:4d} images {result.nfe:6d} calls {seconds:8.2f}s "
-              f"{row['images_per_s']:7.3f} images/s {row['calls_per_s']:8.2f} calls/s"
+              f"{row['images_per_s']:7.3f} images/s {row['calls_per_s']:8.2f} calls/s; "
+              f"{row['unet_calls']} UNet calls of {row['useful_rows'] / row['unet_calls']:.1f} rows on average"
+              + (f" (padded to {row['unet_rows'] / row['unet_calls']:.1f})" if row["unet_rows"] != row["useful_rows"]
+                 else "")
               + (f"  ({len(result.failed)} non-finite)" if result.failed else ""), flush=True)
         return row
+
+    def time_unet(self, rows: int, calls: int = 5) -> dict[str, Any]:
+        """The UNet alone at `rows` rows: a warm-up (which compiles a compiled UNet), then `calls` timed calls."""
+        import torch
+
+        unet, device = self.pipe.unet, self.pipe._execution_device
+        side = unet.config.sample_size
+        sample = torch.randn((rows, unet.config.in_channels, side, side), device=device, dtype=unet.dtype)
+        states = torch.randn((rows, 77, unet.config.cross_attention_dim), device=device, dtype=unet.dtype)
+        timestep = torch.linspace(999, 1, rows, device=device)
+        seconds = []
+        with torch.inference_mode():
+            for _ in range(calls + 2):
+                if self.device == "cuda":
+                    torch.cuda.synchronize()
+                begin = time.perf_counter()
+                unet(sample, timestep, encoder_hidden_states=states, return_dict=False)
+                if self.device == "cuda":
+                    torch.cuda.synchronize()
+                seconds.append(time.perf_counter() - begin)
+        alone = statistics.median(seconds[2:])
+        print(f"  UNet alone at {rows} rows: {alone * 1000:.1f} ms/call, {rows / 2 / alone:.2f} calls/s "
+              f"(warm-up {seconds[0]:.1f}s)", flush=True)
+        return {"unet_alone_rows": rows, "unet_alone_s": alone, "unet_alone_calls_per_s": rows / 2 / alone,
+                "unet_warmup_s": seconds[0]}
 
     def predict(self, executor: str, nfe: int) -> float | None:
         """Seconds a render of `nfe` calls would take at this executor's slowest measured rate."""
@@ -197,6 +239,21 @@ class Bench:
         # and the watchdog stops it if it overruns.
         measured = [r for r in self.runs if r["executor"] == executor and r["label"] != "warm-up"]
         return nfe / min(r["calls_per_s"] for r in measured) if measured else None
+
+
+class CallCounter:
+    """Stands in for the pipeline's UNet and records the rows of every call."""
+
+    def __init__(self, unet: Any) -> None:
+        self.unet = unet
+        self.rows: list[int] = []
+
+    def __call__(self, sample: Any, *args: Any, **kwargs: Any) -> Any:
+        self.rows.append(sample.shape[0])
+        return self.unet(sample, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.unet, name)
 
 
 def main() -> None:
@@ -215,7 +272,7 @@ def main() -> None:
     topics = args.topics or (1 if cuda else 2)
     size = args.size or (512 if cuda else 32)
     budget = args.budget or (330.0 if cuda else 1800.0)
-    throughput_topics = args.throughput_topics if args.throughput_topics is not None else (4 if cuda else 0)
+    throughput_topics = [int(t) for t in (args.throughput_topics or ("4" if cuda else "")).split(",") if t.strip()]
 
     if cuda:
         pipe = build_sd15(device, dtype)
@@ -228,8 +285,6 @@ def main() -> None:
         pipe = load_pipeline(model, device, dtype)
         name = "CPU"
     flops = unet_flops(pipe, size)  # on the eager UNet: the FLOPs are the model's, however it is run
-    if cuda and args.compile:
-        compile_unet(pipe)  # the warm-up renders below pay for compiling
     bench = Bench(pipe, model, device, dtype, budget, started)
     print(f"device: {name}; dtype {dtype}; {size}x{size}; torch {torch.__version__}; threads {torch.get_num_threads()}"
           + ("; UNet compiled" if cuda and args.compile else ""))
@@ -263,10 +318,15 @@ def main() -> None:
                 print(line)
                 out[executor] = {"images_per_s": ips, "calls_per_s": cps}
         for r in (r for r in bench.runs if r["label"] == "throughput"):
-            line = (f"  batched at full batch ({r['images']} images): {r['images_per_s']:.3f} images/s, "
+            line = (f"  batched, {r['images']} images, {r['lanes']} lanes: {r['images_per_s']:.3f} images/s, "
                     f"{r['calls_per_s']:.2f} calls/s")
             if peak:
                 line += f", {r['calls_per_s'] * flops / 1e12 / peak:.1%} of peak"
+            if "unet_alone_calls_per_s" in r:
+                alone = r["unet_alone_calls_per_s"]
+                line += (f"; the UNet alone at {r['unet_alone_rows']} rows: {alone:.2f} calls/s"
+                         + (f" ({alone * flops / 1e12 / peak:.1%} of peak)" if peak else "")
+                         + f", of which the render keeps {r['calls_per_s'] / alone:.1%}")
             print(line)
         if ratios:
             print(f"  median ratio batched/pipeline (speedup): {out['median_ratio']:.2f}x "
@@ -293,9 +353,9 @@ def main() -> None:
             order = ("batched", "pipeline") if rep % 2 == 0 else ("pipeline", "batched")
             for executor in order:
                 bench.run(study, executor, f"rep{rep + 1}", args.batch_size)
-        if throughput_topics:
-            big = write_study(bench.tmp / "throughput", throughput_topics, steps, size)
-            bench.run(big, "batched", "throughput", args.batch_size)
+        for count in throughput_topics:  # last: compiling replaces the UNet the comparison above ran eagerly
+            big = write_study(bench.tmp / f"throughput-{count}", count, steps, size)
+            bench.run(big, "batched", "throughput", args.batch_size, compile=args.compile, unet_alone=cuda)
     finally:
         signal.alarm(0)
         shutil.rmtree(bench.tmp, ignore_errors=True)

@@ -6,8 +6,8 @@ docs/performance.md). This times one such call, side by side in one process, for
 - eager: the UNet as diffusers builds it;
 - channels_last: its convolution weights and inputs in NHWC memory format;
 - fused_qkv: diffusers' `fuse_qkv_projections()` (one matmul for Q, K and V of self-attention);
-- compile: `torch.compile` (inductor, default mode, batch dimension dynamic, as a render needs) on top
-  of channels_last and fused QKV; compile_contiguous: the same without channels_last.
+- compile: `torch.compile` (inductor, default mode, static shapes) as `reportgen render --compile`
+  applies it (`batched.compile_unet`); compile_cl_qkv: the same on top of channels_last and fused QKV.
 
 Each variant gets warm-up calls (compilation included), then `--calls` timed calls between CUDA
 events; the median is reported with TFLOP/s from torch's FlopCounterMode and the share of the card's
@@ -15,7 +15,7 @@ dense peak. Variants run in the order given and can be repeated (e.g. eager,comp
 drift. The FLOPs are the same for every variant: they count the model's arithmetic, not the kernels'.
 
     python bench/unet_speed.py --device cuda --rows 128 --variants eager,channels_last,fused_qkv,compile,eager
-    python bench/unet_speed.py --device cuda --rows 128 --extra-rows 110,64 --variants eager,compile_contiguous,compile
+    python bench/unet_speed.py --device cuda --rows 112 --variants eager,compile,compile_cl_qkv
     python bench/unet_speed.py            # CPU smoke run on the tests' tiny model
 """
 
@@ -32,11 +32,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # render_matrix's builders
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # reportgen from a checkout
 
-from render_matrix import PEAKS, build_sd15, compile_unet, unet_flops  # noqa: E402
+from render_matrix import PEAKS, build_sd15, unet_flops  # noqa: E402
 
+from reportgen.batched import compile_unet  # noqa: E402
 from reportgen.models import load_pipeline, resolve_model  # noqa: E402
 
-VARIANTS = ("eager", "channels_last", "fused_qkv", "compile", "compile_contiguous")
+VARIANTS = ("eager", "channels_last", "fused_qkv", "compile", "compile_cl_qkv")
 
 
 def apply_variant(pipe: Any, variant: str) -> None:
@@ -53,10 +54,11 @@ def apply_variant(pipe: Any, variant: str) -> None:
     elif variant == "fused_qkv":
         unet.fuse_qkv_projections()
     elif variant == "compile":
-        compile_unet(pipe)  # what bench/render_matrix.py --compile does
-    elif variant == "compile_contiguous":  # the same without channels_last, which is slower in eager
+        compile_unet(pipe)  # what `reportgen render --compile` does
+    elif variant == "compile_cl_qkv":
+        unet.to(memory_format=torch.channels_last)
         unet.fuse_qkv_projections()
-        pipe.unet = torch.compile(unet)
+        compile_unet(pipe)
 
 
 def time_calls(unet: Any, inputs: tuple[Any, ...], calls: int, cuda: bool) -> list[float]:
@@ -89,7 +91,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None, help="UNet batch rows (CUDA 128 = 64 CFG lanes; CPU 32)")
     parser.add_argument("--calls", type=int, default=10, help="timed calls per variant")
     parser.add_argument("--extra-rows", default="", help="comma-separated: also time each variant at these batch "
-                        "sizes (a compiled UNet runs them on its dynamic-batch graph)")
+                        "sizes (a compiled UNet compiles one more static graph for each)")
     parser.add_argument("--variants", default="eager,channels_last,fused_qkv,compile,eager",
                         help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument("--peak-tflops", type=float, default=None)
@@ -127,11 +129,8 @@ def main() -> None:
             started = time.perf_counter()
             apply_variant(pipe, variant)
             model = pipe.unet
-            # two shapes in the warm-up: a render's batch shrinks as lanes drain, so compile must
-            # handle a dynamic batch without recompiling at every size
-            for part in (rows, rows - 2, rows):
-                output = model(inputs[0][:part], inputs[1][:part], encoder_hidden_states=inputs[2][:part],
-                               return_dict=False)[0]
+            for _ in range(2):  # the first call compiles a compiled variant
+                output = model(inputs[0], inputs[1], encoder_hidden_states=inputs[2], return_dict=False)[0]
             if cuda:
                 torch.cuda.synchronize()
             warm = time.perf_counter() - started

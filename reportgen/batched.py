@@ -6,11 +6,17 @@ the lane's own generator, exactly as `StableDiffusionPipeline.__call__` does for
 end at different ticks (steps and calls per step differ), so waiting lanes are admitted as others
 finish and the batch stays full. Finished lanes are decoded together and streamed out at once, so
 memory stays flat however large the study.
+
+On CUDA nothing in a tick waits for the GPU except the noise that ancestral samplers draw from their
+CPU generators (diffusers copies it from pageable memory, which synchronises): every scheduler keeps its
+state on the CPU, host-to-device copies go through pinned memory, and ancestral lanes step last, so the
+GPU idles only while they step. `bench/sync_check.py` counts the synchronising calls per sampler.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -24,7 +30,7 @@ from reportgen.render import CellOutput, finish
 from reportgen.samplers import get_sampler
 
 CPU_LANES = 16  # lanes per UNet call on a CPU: enough to amortise per-call overhead; not tuned (docs/performance.md)
-MAX_AUTO_LANES = 64  # cap of the automatic choice on GPUs: bigger batches only delay the first stored cell
+MAX_AUTO_LANES = 256  # cap of the automatic choice on GPUs; a study's own parallelism is usually lower
 MEMORY_SHARE = 0.6  # of the free GPU memory the UNet's activations may use; the rest is VAE decode and slack
 DECODE_BATCH = 8  # finished lanes decoded per VAE call
 
@@ -42,6 +48,7 @@ class Lane:
     step_kwargs: dict[str, Any]
     cfg: bool
     prompt_key: tuple[str, str, bool]
+    ancestral: bool  # draws noise in each step, from its CPU generator
     index: int = 0
     nfe: int = 0
     seconds: float = 0.0
@@ -65,25 +72,68 @@ class _Pending:
 
 
 def batched_executor(pipe: Any, model: ModelInfo, cells: Iterable[Cell], *, batch_size: int | None = None,
-                     decode_batch: int = DECODE_BATCH) -> Iterator[CellOutput]:
-    """Render all cells in shared UNet batches of at most `batch_size` lanes (automatic when None)."""
+                     decode_batch: int = DECODE_BATCH, compile: bool = False) -> Iterator[CellOutput]:
+    """Render all cells in shared UNet batches of at most `batch_size` lanes (automatic when None).
+
+    With `compile`, the UNet runs under `torch.compile` with static shapes and every call is padded to
+    the same number of rows, so one graph serves the whole render."""
     import torch
 
     if batch_size is not None and batch_size < 1:
         raise RenderError(f"--batch-size must be at least 1, got {batch_size}")
+    if compile:
+        compile_unet(pipe)
     groups: dict[tuple[int, int], list[Cell]] = {}
     for cell in cells:  # lanes of different sizes cannot share a UNet call
         groups.setdefault((cell.height, cell.width), []).append(cell)
     with torch.inference_mode():
         for group in groups.values():
-            yield from _BatchedRun(pipe, model, group, batch_size, decode_batch).run()
+            yield from _BatchedRun(pipe, model, group, batch_size, decode_batch, pad=compile).run()
+
+
+def compile_unet(pipe: Any) -> None:
+    """Put the pipeline's UNet under `torch.compile` (inductor, default mode) with static shapes, once.
+
+    A static graph is specialised to one batch size, so the executor pads every call to one size. The
+    first call compiles (about a minute for an SD 1.5 UNet on an H200; docs/performance.md)."""
+    import torch
+
+    if not hasattr(pipe.unet, "_orig_mod"):  # not compiled yet by an earlier size group or render
+        pipe.unet = torch.compile(pipe.unet, dynamic=False)
+
+
+def lane_scheduler(cell: Cell, model: ModelInfo) -> Any:
+    """A lane's scheduler with its timesteps set, as retrieve_timesteps sets them, but with all its state
+    on the CPU: its step() then reads sigmas and timesteps without waiting for the GPU (DDIM and PNDM
+    index with the timestep; the others look up their step index with nonzero())."""
+    scheduler = get_sampler(cell.sampler).make_scheduler(model.scheduler_config)
+    scheduler.set_timesteps(cell.steps, device="cpu")
+    return scheduler
+
+
+def step_kwargs(scheduler: Any, generator: Any) -> dict[str, Any]:
+    """The extra arguments the pipeline passes to `scheduler.step`: eta 0 and the lane's generator."""
+    parameters = set(inspect.signature(scheduler.step).parameters)
+    kwargs: dict[str, Any] = {}
+    if "eta" in parameters:
+        kwargs["eta"] = 0.0  # the pipeline's default
+    if "generator" in parameters:
+        kwargs["generator"] = generator
+    return kwargs
+
+
+def balanced_lanes(cells: list[Cell]) -> int:
+    """Lanes enough to keep every tick equally full: a render takes at least as many ticks as its longest
+    lane has model calls, so more lanes than all calls / that many would only fill the first ticks."""
+    calls = [cell.nfe for cell in cells]
+    return max(1, math.ceil(sum(calls) / max(calls)))
 
 
 class _BatchedRun:
     """One size group's lanes run to completion: admit, tick, decode, stream."""
 
     def __init__(self, pipe: Any, model: ModelInfo, cells: list[Cell], batch_size: int | None,
-                 decode_batch: int) -> None:
+                 decode_batch: int, pad: bool = False) -> None:
         import torch
 
         self.torch = torch
@@ -96,8 +146,9 @@ class _BatchedRun:
         # Longest lanes first: the batch then drains on short lanes, so the last ticks are not half empty.
         ordered = sorted(cells, key=lambda c: -get_sampler(c.sampler).nfe(c.steps))
         self.waiting: deque[Cell] = deque(ordered)
-        self.lanes = batch_size or auto_batch_size(pipe, cells[0].height, cells[0].width)
+        self.lanes = batch_size or min(auto_batch_size(pipe, cells[0].height, cells[0].width), balanced_lanes(cells))
         self.max_rows: int | None = None  # lowered if a UNet call runs out of memory
+        self.pad_rows = 2 * self.lanes if pad else None  # every UNet call gets this many rows (one static graph)
         self._rows_key: tuple[Any, ...] = ()
         self._rows_embeds: Any = None
 
@@ -133,8 +184,7 @@ class _BatchedRun:
 
         torch, pipe = self.torch, self.pipe
         start = time.perf_counter()
-        scheduler = get_sampler(cell.sampler).make_scheduler(self.model.scheduler_config)
-        scheduler.set_timesteps(cell.steps, device=self.device)  # retrieve_timesteps does just this
+        scheduler = lane_scheduler(cell, self.model)
         timesteps = scheduler.timesteps
         # The pipeline's do_classifier_free_guidance: guidance > 1 and no guidance-embedding UNet.
         cfg = cell.cfg > 1 and self.unet.config.time_cond_proj_dim is None
@@ -143,23 +193,20 @@ class _BatchedRun:
         generator = torch.Generator("cpu").manual_seed(cell.seed)
         shape = (1, self.unet.config.in_channels, cell.height // pipe.vae_scale_factor,
                  cell.width // pipe.vae_scale_factor)
-        latents = randn_tensor(shape, generator=generator, device=self.device, dtype=positive.dtype)
+        # drawn on the CPU, as randn_tensor does for a CPU generator; copied to the device via pinned memory
+        latents = _to_device(randn_tensor(shape, generator=generator, dtype=positive.dtype), self.device)
         latents = latents * scheduler.init_noise_sigma
-        parameters = set(inspect.signature(scheduler.step).parameters)
-        step_kwargs: dict[str, Any] = {}
-        if "eta" in parameters:
-            step_kwargs["eta"] = 0.0  # the pipeline's default
-        if "generator" in parameters:
-            step_kwargs["generator"] = generator
         cond = None
         if self.unet.config.time_cond_proj_dim is not None:
             cond = pipe.get_guidance_scale_embedding(
                 torch.tensor([cell.cfg - 1.0]), embedding_dim=self.unet.config.time_cond_proj_dim,
             ).to(device=self.device, dtype=latents.dtype)
         # float32 as the UNet's time projection casts them; on the device, so that gathering a tick's
-        # timesteps is one kernel and not a host-to-device copy, which would wait for the GPU to drain
-        times = timesteps.to(self.device, self.torch.float32)
-        lane = Lane(cell, scheduler, timesteps, times, generator, latents, step_kwargs, cfg, key, cond=cond)
+        # timesteps is one kernel and not a host-to-device copy
+        times = _to_device(timesteps.to(torch.float32), self.device)
+        ancestral = get_sampler(cell.sampler).ancestral
+        lane = Lane(cell, scheduler, timesteps, times, generator, latents, step_kwargs(scheduler, generator), cfg, key,
+                    ancestral, cond=cond)
         lane.seconds = time.perf_counter() - start
         return lane
 
@@ -182,7 +229,9 @@ class _BatchedRun:
         cond = torch.cat([lane.cond for lane in row_lanes]) if active[0].cond is not None else None
         noise = self._unet(sample, timestep, self._row_embeddings(guided, active), cond)
         uncond_row = {id(lane): i for i, lane in enumerate(guided)}
-        for j, lane in enumerate(active):
+        # Ancestral lanes last: their noise copy waits for this UNet call, and the GPU then idles until the
+        # next call is queued, so as little host work as possible should follow it.
+        for j, lane in sorted(enumerate(active), key=lambda pair: pair[1].ancestral):
             noise_pred = noise[len(guided) + j:len(guided) + j + 1]
             if lane.cfg:
                 u = uncond_row[id(lane)]
@@ -207,20 +256,22 @@ class _BatchedRun:
         """The UNet on all rows; on running out of GPU memory, in halves, and remember the smaller size."""
         torch = self.torch
         total = sample.shape[0]
-        size = self.max_rows or total
         while True:
+            size = self.max_rows or self.pad_rows or total
+            rows = -(-total // size) * size if self.pad_rows else total  # padded to whole calls of `size` rows
+            sample_, timestep_, states_, cond_ = (_pad(x, rows) for x in (sample, timestep, states, cond))
             try:
                 parts = [
-                    self.unet(sample[i:i + size], timestep[i:i + size], encoder_hidden_states=states[i:i + size],
-                              timestep_cond=None if cond is None else cond[i:i + size], return_dict=False)[0]
-                    for i in range(0, total, size)
+                    self.unet(sample_[i:i + size], timestep_[i:i + size], encoder_hidden_states=states_[i:i + size],
+                              timestep_cond=None if cond_ is None else cond_[i:i + size], return_dict=False)[0]
+                    for i in range(0, rows, size)
                 ]
-                return parts[0] if len(parts) == 1 else torch.cat(parts)
+                return (parts[0] if len(parts) == 1 else torch.cat(parts))[:total]
             except torch.cuda.OutOfMemoryError:
                 if size == 1:
                     raise
                 size = max(1, size // 2)
-                self.max_rows = size
+                self.max_rows = size  # when padding, each new size compiles one more graph
                 self.lanes = max(1, min(self.lanes, size))  # admit no more lanes than fit in one call
                 torch.cuda.empty_cache()
 
@@ -249,6 +300,23 @@ class _BatchedRun:
             yield finish(lane.cell, image, latents, lane.nfe, lane.seconds + share)
 
 
+def _pad(tensor: Any, rows: int) -> Any:
+    """`tensor` with rows of zeros appended up to `rows` (None stays None)."""
+    if tensor is None or tensor.shape[0] == rows:
+        return tensor
+    import torch
+
+    return torch.cat([tensor, tensor.new_zeros((rows - tensor.shape[0], *tensor.shape[1:]))])
+
+
+def _to_device(tensor: Any, device: Any) -> Any:
+    """Copy a CPU tensor to `device` through pinned memory, without waiting for the GPU's queued work (a
+    copy from pageable memory synchronises with it)."""
+    if getattr(device, "type", device) != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def _to_host(tensor: Any) -> Any:
     """Start a copy to pinned host memory (a no-op on the CPU), so the GPU is not stalled waiting for it."""
     import torch
@@ -268,7 +336,7 @@ def auto_batch_size(pipe: Any, height: int, width: int) -> int:
     device = pipe._execution_device
     if device.type != "cuda":
         return CPU_LANES
-    unet = pipe.unet
+    unet = getattr(pipe.unet, "_orig_mod", pipe.unet)  # a compiled UNet would compile these two sizes too
     shape = (unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
     dim = unet.config.cross_attention_dim
     peaks = []

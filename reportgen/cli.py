@@ -59,6 +59,8 @@ def render(
                                           "or pipeline (one diffusers call per cell, the reference).")] = "batched",
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Cells per shared UNet call "
                                                       "(batched); default: from free GPU memory, 16 on a CPU.")] = None,
+    compile: Annotated[bool, typer.Option("--compile", help="CUDA: run the UNet under torch.compile (about a "
+                                          "minute to compile; pays off on large renders).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would run, render nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of counts.")] = False,
 ) -> None:
@@ -76,7 +78,7 @@ def render(
                                    "to_render": len(plan.to_render), "nfe": 0, "planned_nfe": plan.nfe_to_run}))
         return
     result, grids = _with_progress(len(plan.to_render),
-                                   lambda advance: workflow.run_render(job, executor, advance, batch_size))
+                                   lambda advance: workflow.run_render(job, executor, advance, batch_size, compile))
     typer.echo(f"rendered {result.rendered}, cached {result.cached}, failed {len(result.failed)}, "
                f"{result.nfe} model calls in {result.seconds:.1f}s; grids in {grids[0].parent if grids else '-'}",
                err=True)

@@ -199,7 +199,8 @@ def render(plan: Plan, pipe: Any, model: ModelInfo, store: Store, *, executor: s
             if output.error is None:
                 record = {**cell_record(output.cell), "nfe_counted": output.nfe, "seconds": round(output.seconds, 4),
                           "executor": executor, "environment": plan.environment, "model_spec": model.spec,
-                          "reportgen": VERSION, **({"vae_upcast": True} if upcast else {})}
+                          "reportgen": VERSION, **({"vae_upcast": True} if upcast else {}),
+                          **({"compiled": True} if options.get("compile") else {})}
                 writer.put(output, record, parameters_text(output.cell, model))
             else:
                 result.failed.append((output.cell, output.error))

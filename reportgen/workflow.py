@@ -43,16 +43,19 @@ def prepare_render(study_path: Path, *, topics: Iterable[str] = (), samplers: It
 
 def run_render(job: RenderJob, executor: str = "batched",
                on_cell: Callable[[CellOutput], None] | None = None,
-               batch_size: int | None = None) -> tuple[RenderResult, list[Path]]:
+               batch_size: int | None = None, compile: bool = False) -> tuple[RenderResult, list[Path]]:
     """Hold the store's lock, render what is missing, then draw one grid per topic and seed."""
     if executor not in EXECUTORS:  # before the store is touched: bad input writes nothing
         raise ReportgenError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    if compile and (executor != "batched" or not job.device.startswith("cuda")):
+        raise ReportgenError(f"--compile needs the batched executor on a CUDA device (here: {executor} on "
+                             f"{job.device}); on a CPU compiling costs more than it saves")
     with job.store.lock():
         job.store.clean_temporary()
         result = RenderResult(cells=len(job.plan.cells), cached=len(job.plan.cached))
         if job.plan.to_render:
             pipe = load_pipeline(job.model, job.device, job.dtype)
-            options = {"batch_size": batch_size} if executor == "batched" else {}
+            options = {"batch_size": batch_size, "compile": compile} if executor == "batched" else {}
             result = render(job.plan, pipe, job.model, job.store, executor=executor, on_cell=on_cell, **options)
         grids = write_grids(job.study, job.plan.cells, job.store, job.study.root / "grids")
     return result, grids

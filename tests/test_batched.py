@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from reportgen.cli import app
 from reportgen.errors import ReportgenError
 from reportgen.models import load_pipeline, resolve_model
-from reportgen.plan import plan
+from reportgen.plan import Cell, plan
 from reportgen.render import EXECUTORS
 from reportgen.samplers import SAMPLERS, get_sampler
 from reportgen.store import Store
@@ -97,4 +97,69 @@ def test_render_batched_then_rerun_makes_no_calls(tiny_study: Path):
 def test_unknown_executor_writes_nothing(tiny_study: Path):
     result = CliRunner().invoke(app, ["render", str(tiny_study), "--executor", "warp"])
     assert isinstance(result.exception, ReportgenError) and "unknown executor 'warp'" in str(result.exception)
+    assert not (tiny_study / "store").exists()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_lane_schedulers_never_read_device_values_on_the_host(name: str):
+    """On CUDA, a scheduler step that reads a device value on the host (`.item()`, `nonzero()`, `if t > 0`)
+    waits for the GPU's queued UNet call. The meta device has no values at all, so a lane whose latents and
+    model output live there fails on any such read, and on any mix of devices; it must step through."""
+    import torch
+
+    from reportgen.batched import lane_scheduler, step_kwargs
+
+    model = resolve_model("tiny")
+    cell = one_cell(name, 3)
+    scheduler = lane_scheduler(cell, model)
+    kwargs = step_kwargs(scheduler, torch.Generator("cpu").manual_seed(0))
+    latents = torch.zeros((1, 4, 4, 4), device="meta")
+    for t in scheduler.timesteps:
+        model_output = torch.zeros_like(scheduler.scale_model_input(latents, t))
+        latents = scheduler.step(model_output, t, latents, **kwargs, return_dict=False)[0]
+    assert latents.device.type == "meta" and len(scheduler.timesteps) == cell.nfe  # every call was stepped
+
+
+def one_cell(sampler: str, steps: int) -> Cell:
+    return Cell(topic="t", seed_index=0, seed=1, sampler=sampler, steps=steps, text="x", negative="", width=32,
+                height=32, cfg=7.5, key=f"{sampler}-{steps}", nfe=get_sampler(sampler).nfe(steps))
+
+
+def test_lanes_balance_to_the_longest_lane():
+    from reportgen.batched import balanced_lanes
+    from reportgen.samplers import GUIDE_SAMPLERS
+
+    guide = [one_cell(name, 3) for name in GUIDE_SAMPLERS]
+    # the guide's 8 samplers at 3 steps: 5 x 3 calls (+1 for PLMS) + 3 x 5 = 31; the longest lane has 5
+    assert balanced_lanes(guide) == 7
+    assert balanced_lanes(guide[:1]) == 1
+
+
+def test_compiled_render_pads_every_call_to_one_size(outputs, monkeypatch: pytest.MonkeyPatch):
+    """`--compile` gives the UNet one static shape: every call padded to 2 rows per lane. The compiler itself
+    is replaced by nothing here (compiling on a 2-core CPU takes minutes); the padding is what is tested."""
+    from reportgen import batched
+
+    cells, reference, _, _ = outputs
+    model = resolve_model("tiny")
+    pipe = load_pipeline(model)
+    monkeypatch.setattr(batched, "compile_unet", lambda pipe: None)
+    rows: list[int] = []
+    hook = pipe.unet.register_forward_pre_hook(lambda _module, args: rows.append(args[0].shape[0]))
+    try:
+        padded = list(EXECUTORS["batched"](pipe, model, cells, batch_size=3, compile=True))
+    finally:
+        hook.remove()
+    assert set(rows) == {6}
+    assert len(padded) == len(cells)
+    for output in padded:
+        expected = reference[output.cell.key]
+        assert output.nfe == expected.nfe
+        assert np.abs(output.latents - expected.latents).max() <= LATENT_TOLERANCE
+
+
+def test_compile_needs_cuda(tiny_study: Path):
+    result = CliRunner().invoke(app, ["render", str(tiny_study), "--compile"])
+    assert isinstance(result.exception, ReportgenError)
+    assert "--compile needs the batched executor on a CUDA device" in str(result.exception)
     assert not (tiny_study / "store").exists()
