@@ -72,6 +72,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="steps 10,20 and 1 repetition: a smoke run")
     p.add_argument("--budget", type=float, default=None, help="seconds for the whole run (CPU 1800, CUDA 330)")
     p.add_argument("--channels-last", action="store_true", help="CUDA: UNet in channels_last memory format")
+    p.add_argument("--fuse-qkv", action="store_true", help="CUDA: diffusers' fuse_qkv_projections() on the UNet")
     p.add_argument("--compile", action="store_true",
                    help="CUDA: the throughput runs compile the UNet as `reportgen render --compile` does")
     p.add_argument("--peak-tflops", type=float, default=None, help="override the card's assumed dense peak")
@@ -278,6 +279,8 @@ def main() -> None:
         pipe = build_sd15(device, dtype)
         if args.channels_last:
             pipe.unet.to(memory_format=torch.channels_last)
+        if args.fuse_qkv:
+            pipe.unet.fuse_qkv_projections()
         model = ModelInfo("bench-sd15-random", "bench", "bench-sd15-random-v1", scheduler_config=dict(SD1_SCHEDULER))
         name = torch.cuda.get_device_name()
     else:
@@ -287,7 +290,8 @@ def main() -> None:
     flops = unet_flops(pipe, size)  # on the eager UNet: the FLOPs are the model's, however it is run
     bench = Bench(pipe, model, device, dtype, budget, started)
     print(f"device: {name}; dtype {dtype}; {size}x{size}; torch {torch.__version__}; threads {torch.get_num_threads()}"
-          + ("; UNet compiled" if cuda and args.compile else ""))
+          + ("; UNet compiled" if cuda and args.compile else "") + ("; channels_last" if args.channels_last else "")
+          + ("; fused QKV" if args.fuse_qkv else ""))
     print(f"UNet FLOPs per call on a CFG pair: {flops / 1e9:.3f} GFLOP (FlopCounterMode)")
     peak = args.peak_tflops or next((p for key, p in PEAKS if key in name), None) if cuda else None
     if cuda:
@@ -303,6 +307,7 @@ def main() -> None:
                 ratios.append(pair["pipeline"]["seconds"] / pair["batched"]["seconds"])
         out: dict[str, Any] = {"device": name, "dtype": dtype, "size": size, "steps": steps, "topics": topics,
                                "compile": args.compile, "channels_last": args.channels_last,
+                               "fuse_qkv": args.fuse_qkv,
                                "samplers": list(GUIDE_SAMPLERS), "flops_per_call": flops, "peak_tflops": peak,
                                "runs": bench.runs, "ratios": ratios,
                                "median_ratio": statistics.median(ratios) if ratios else None}

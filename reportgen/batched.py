@@ -7,14 +7,15 @@ end at different ticks (steps and calls per step differ), so waiting lanes are a
 finish and the batch stays full. Finished lanes are decoded together and streamed out at once, so
 memory stays flat however large the study.
 
-On CUDA nothing in a tick waits for the GPU except the noise that ancestral samplers draw from their
-CPU generators (diffusers copies it from pageable memory, which synchronises): every scheduler keeps its
-state on the CPU, host-to-device copies go through pinned memory, and ancestral lanes step last, so the
-GPU idles only while they step. `bench/sync_check.py` counts the synchronising calls per sampler.
+On CUDA nothing in a tick waits for the GPU, so the host queues the next UNet call while this one
+computes: every scheduler keeps its state on the CPU, and every copy from host to device, the noise
+that ancestral samplers draw from their CPU generators included, goes through pinned memory without
+waiting (`_PinnedUploads`). `bench/sync_check.py` counts the calls that still synchronise, per sampler.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import time
@@ -22,6 +23,8 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from torch.overrides import TorchFunctionMode
 
 from reportgen.errors import RenderError
 from reportgen.models import ModelInfo
@@ -48,7 +51,6 @@ class Lane:
     step_kwargs: dict[str, Any]
     cfg: bool
     prompt_key: tuple[str, str, bool]
-    ancestral: bool  # draws noise in each step, from its CPU generator
     index: int = 0
     nfe: int = 0
     seconds: float = 0.0
@@ -204,9 +206,8 @@ class _BatchedRun:
         # float32 as the UNet's time projection casts them; on the device, so that gathering a tick's
         # timesteps is one kernel and not a host-to-device copy
         times = _to_device(timesteps.to(torch.float32), self.device)
-        ancestral = get_sampler(cell.sampler).ancestral
         lane = Lane(cell, scheduler, timesteps, times, generator, latents, step_kwargs(scheduler, generator), cfg, key,
-                    ancestral, cond=cond)
+                    cond=cond)
         lane.seconds = time.perf_counter() - start
         return lane
 
@@ -229,9 +230,13 @@ class _BatchedRun:
         cond = torch.cat([lane.cond for lane in row_lanes]) if active[0].cond is not None else None
         noise = self._unet(sample, timestep, self._row_embeddings(guided, active), cond)
         uncond_row = {id(lane): i for i, lane in enumerate(guided)}
-        # Ancestral lanes last: their noise copy waits for this UNet call, and the GPU then idles until the
-        # next call is queued, so as little host work as possible should follow it.
-        for j, lane in sorted(enumerate(active), key=lambda pair: pair[1].ancestral):
+        uploads = _PinnedUploads() if self.device.type == "cuda" else contextlib.nullcontext()
+        with uploads:
+            self._step_lanes(active, guided, uncond_row, noise)
+
+    def _step_lanes(self, active: list[Lane], guided: list[Lane], uncond_row: dict[int, int], noise: Any) -> None:
+        """Each lane's CFG combine and `scheduler.step` on its slice of the UNet's output."""
+        for j, lane in enumerate(active):
             noise_pred = noise[len(guided) + j:len(guided) + j + 1]
             if lane.cfg:
                 u = uncond_row[id(lane)]
@@ -298,6 +303,23 @@ class _BatchedRun:
         share = (time.perf_counter() - item.started) / len(item.lanes)
         for lane, image, latents in zip(item.lanes, images, item.latents, strict=True):
             yield finish(lane.cell, image, latents, lane.nfe, lane.seconds + share)
+
+
+class _PinnedUploads(TorchFunctionMode):
+    """Within a tick's scheduler steps, `cpu_tensor.to(cuda_device)` copies through pinned memory without
+    waiting. A copy from pageable memory makes the host wait until the GPU has finished all queued work,
+    the UNet call included; diffusers makes one for every ancestral noise draw (`randn_tensor` with a CPU
+    generator) and for UniPC's CPU sigmas. The values are the same; only the host stops waiting."""
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        import torch
+
+        kwargs = kwargs or {}
+        if func is torch.Tensor.to and args and args[0].device.type == "cpu" and "non_blocking" not in kwargs:
+            target = kwargs.get("device", args[1] if len(args) > 1 else None)
+            if isinstance(target, (str, torch.device)) and torch.device(target).type == "cuda":
+                return args[0].pin_memory().to(*args[1:], **kwargs, non_blocking=True)
+        return func(*args, **kwargs)
 
 
 def _pad(tensor: Any, rows: int) -> Any:
