@@ -173,7 +173,8 @@ class Bench:
             row["lanes"] = lanes
             if unet_alone:
                 row.update(self.time_unet(2 * lanes))
-        options = {"batch_size": batch_size, "compile": compile} if executor == "batched" else {}
+        # the lanes computed above, passed on, so that the executor's memory probe is not counted below
+        options = {"batch_size": row["lanes"], "compile": compile} if executor == "batched" else {}
         counter = CallCounter(self.pipe.unet)
         self.pipe.unet = counter
         if self.device == "cuda":
