@@ -16,12 +16,20 @@ drift. The FLOPs are the same for every variant: they count the model's arithmet
 
     python bench/unet_speed.py --device cuda --rows 128 --variants eager,channels_last,fused_qkv,compile,eager
     python bench/unet_speed.py --device cuda --rows 112 --variants eager,compile,compile_cl_qkv
+    python bench/unet_speed.py --device cuda --rows 112 --variants eager --attention default,cudnn,flash,efficient
+    python bench/unet_speed.py --device cuda --rows 112 --variants compile --calls 250   # a minute: do clocks drop?
+
+--attention times each variant under each of PyTorch's scaled-dot-product-attention backends
+(`torch.nn.attention.sdpa_kernel`; "default" lets PyTorch choose). With 40 or more calls, the median of
+the first and of the last quarter of the calls are printed too: a render keeps the GPU busy for a minute
+or more, and a card that lowers its clocks under a sustained load shows it there.
     python bench/unet_speed.py            # CPU smoke run on the tests' tiny model
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -94,12 +102,13 @@ def main() -> None:
                         "sizes (a compiled UNet compiles one more static graph for each)")
     parser.add_argument("--variants", default="eager,channels_last,fused_qkv,compile,eager",
                         help=f"comma-separated, from {', '.join(VARIANTS)}")
+    parser.add_argument("--attention", default="default",
+                        help="comma-separated SDPA backends: default, cudnn, flash, efficient, math")
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.startswith("cuda")
-    from torch._dynamo.utils import counters
 
     variants = args.variants.split(",")
     extra = [int(r) for r in args.extra_rows.split(",") if r]
@@ -123,34 +132,63 @@ def main() -> None:
     inputs = (sample.to(device, unet.dtype), torch.linspace(999, 1, rows, device=device),
               torch.randn((rows, 77, unet.config.cross_attention_dim), generator=generator).to(device, unet.dtype))
     results = []
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backends = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+                "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+    attention = args.attention.split(",")
+    if any(a != "default" and a not in backends for a in attention):
+        parser.error(f"--attention takes default, {', '.join(backends)}")
     with torch.inference_mode():
         reference = unet(*inputs[:2], encoder_hidden_states=inputs[2], return_dict=False)[0].float()
-        for variant in variants:
-            started = time.perf_counter()
-            apply_variant(pipe, variant)
-            model = pipe.unet
-            for _ in range(2):  # the first call compiles a compiled variant
-                output = model(inputs[0], inputs[1], encoder_hidden_states=inputs[2], return_dict=False)[0]
-            if cuda:
-                torch.cuda.synchronize()
-            warm = time.perf_counter() - started
-            error = float((output.float() - reference).abs().max() / reference.abs().max())
-            for part in (rows, *extra):
-                seconds = time_calls(model, tuple(x[:part] for x in inputs), args.calls, cuda)
-                median = statistics.median(seconds)
-                row = {"variant": variant, "rows": part, "median_s": median, "seconds": seconds, "warmup_s": warm,
-                       "tflops": flops * part / rows / median / 1e12, "max_rel_diff_vs_eager": error,
-                       "graphs_compiled_so_far": counters["stats"]["unique_graphs"]}
-                if peak:
-                    row["share_of_peak"] = row["tflops"] / peak
-                results.append(row)
-                print(f"  {variant:18} {part:4d} rows {median * 1000:9.1f} ms/call  {row['tflops']:7.1f} TFLOP/s"
-                      + (f"  {row['share_of_peak']:6.1%} of peak" if peak else "")
-                      + f"  (warm-up {warm:.0f}s; max |diff| vs eager {error:.1e} of max |output|; "
-                      f"{row['graphs_compiled_so_far']} graphs compiled so far)", flush=True)
+        for variant, backend in ((v, a) for v in variants for a in attention):
+            with contextlib.ExitStack() as stack:
+                if backend != "default":
+                    stack.enter_context(sdpa_kernel(backends[backend]))
+                results += time_variant(pipe, variant, backend, inputs, reference, rows, extra, args.calls, cuda,
+                                        flops, peak)
     if args.json_out:
         args.json_out.write_text(json.dumps({"device": name, "torch": torch.__version__, "size": size, "rows": rows,
                                              "flops_per_call": flops, "peak_tflops": peak, "runs": results}, indent=2))
+
+
+def time_variant(pipe: Any, variant: str, backend: str, inputs: tuple[Any, ...], reference: Any, rows: int,
+                 extra: list[int], calls: int, cuda: bool, flops: float, peak: float | None) -> list[dict[str, Any]]:
+    """Put the UNet in `variant`'s form, warm it up, then time it at `rows` and each of `extra` rows."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    results = []
+    started = time.perf_counter()
+    apply_variant(pipe, variant)
+    model = pipe.unet
+    for _ in range(2):  # the first call compiles a compiled variant
+        output = model(inputs[0], inputs[1], encoder_hidden_states=inputs[2], return_dict=False)[0]
+    if cuda:
+        torch.cuda.synchronize()
+    warm = time.perf_counter() - started
+    error = float((output.float() - reference).abs().max() / reference.abs().max())
+    for part in (rows, *extra):
+        seconds = time_calls(model, tuple(x[:part] for x in inputs), calls, cuda)
+        median = statistics.median(seconds)
+        row = {"variant": variant, "attention": backend, "rows": part, "median_s": median,
+               "seconds": seconds, "warmup_s": warm,
+               "tflops": flops * part / rows / median / 1e12, "max_rel_diff_vs_eager": error,
+               "graphs_compiled_so_far": counters["stats"]["unique_graphs"]}
+        if peak:
+            row["share_of_peak"] = row["tflops"] / peak
+        results.append(row)
+        print(f"  {variant:18} {backend:9} {part:4d} rows {median * 1000:9.1f} ms/call  "
+              f"{row['tflops']:7.1f} TFLOP/s" + (f"  {row['share_of_peak']:6.1%} of peak" if peak else "")
+              + f"  (warm-up {warm:.0f}s; max |diff| vs eager {error:.1e} of max |output|; "
+              f"{row['graphs_compiled_so_far']} graphs compiled so far)", flush=True)
+        if calls >= 40:
+            quarter = calls // 4
+            first, last = statistics.median(seconds[:quarter]), statistics.median(seconds[-quarter:])
+            row["first_quarter_median_s"], row["last_quarter_median_s"] = first, last
+            print(f"    over {sum(seconds):.0f}s of calls: first quarter {first * 1000:.1f} ms/call, "
+                  f"last quarter {last * 1000:.1f} ms/call ({last / first - 1:+.1%})", flush=True)
+    return results
 
 
 if __name__ == "__main__":

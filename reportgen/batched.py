@@ -97,7 +97,7 @@ def compile_unet(pipe: Any) -> None:
     """Put the pipeline's UNet under `torch.compile` (inductor, default mode) with static shapes, once.
 
     A static graph is specialised to one batch size, so the executor pads every call to one size. The
-    first call compiles (about a minute for an SD 1.5 UNet on an H200; docs/performance.md)."""
+    first call compiles (about 40 s for an SD 1.5 UNet on an H200; docs/performance.md)."""
     import torch
 
     if not hasattr(pipe.unet, "_orig_mod"):  # not compiled yet by an earlier size group or render
