@@ -146,7 +146,7 @@ class _BatchedRun:
         self.embeds: dict[tuple[str, str, bool], tuple[Any, Any]] = {}
         self.decode_batch = max(1, decode_batch)
         # Longest lanes first: the batch then drains on short lanes, so the last ticks are not half empty.
-        ordered = sorted(cells, key=lambda c: -get_sampler(c.sampler).nfe(c.steps))
+        ordered = sorted(cells, key=lambda c: -c.nfe)
         self.waiting: deque[Cell] = deque(ordered)
         self.lanes = batch_size or min(auto_batch_size(pipe, cells[0].height, cells[0].width), balanced_lanes(cells))
         self.max_rows: int | None = None  # lowered if a UNet call runs out of memory

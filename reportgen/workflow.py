@@ -49,7 +49,7 @@ def run_render(job: RenderJob, executor: str = "batched",
         raise ReportgenError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
     if compile and (executor != "batched" or not job.device.startswith("cuda")):
         raise ReportgenError(f"--compile needs the batched executor on a CUDA device (here: {executor} on "
-                             f"{job.device}); on a CPU compiling costs more than it saves")
+                             f"{job.device})")
     with job.store.lock():
         job.store.clean_temporary()
         result = RenderResult(cells=len(job.plan.cells), cached=len(job.plan.cached))
