@@ -13,6 +13,10 @@ GPU sat idle waiting for the host inside it; the GPU time between spans is idle.
 
     python bench/profile_batched.py                                   # CPU, tiny model, 2 topics x 8 x 4,8,12
     python bench/profile_batched.py --device cuda --topics 4 --compile # SD 1.5 architecture, random weights
+    python bench/profile_batched.py --topics 4 --size 64 --batch-size 56 --stub-unet   # the host's own work
+
+--stub-unet replaces the UNet's forward with zeros, so what is left is the host's own work per tick
+(admission, gathering inputs, the lanes' steps, decode, store) at a render's real lane count.
 """
 
 from __future__ import annotations
@@ -115,17 +119,21 @@ def main() -> None:
     parser.add_argument("--steps", default=None, help="comma-separated (CPU 4,8,12; CUDA 10,...,100)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="CUDA: as `reportgen render --compile`")
+    parser.add_argument("--size", type=int, default=None, help="image side in pixels (CPU 32, CUDA 512)")
+    parser.add_argument("--stub-unet", action="store_true", help="the UNet returns zeros at once")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     steps = [int(s) for s in (args.steps or ("10,20,30,40,50,100" if cuda else "4,8,12")).split(",")]
     if cuda:
-        dtype, size = "bfloat16", 512
+        dtype, size = "bfloat16", args.size or 512
         pipe = build_sd15(args.device, dtype)
         model = ModelInfo("bench-sd15-random", "bench", "bench-sd15-random-v1", scheduler_config=dict(SD1_SCHEDULER))
     else:
-        dtype, size = "float32", 32
+        dtype, size = "float32", args.size or 32
         model = resolve_model("tiny")
         pipe = load_pipeline(model, args.device, dtype)
+    if args.stub_unet:
+        pipe.unet.forward = lambda sample, *_args, **_kwargs: (torch.zeros_like(sample),)
     timeline = Timeline(cuda)
     instrument(timeline)
 
