@@ -34,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # render_matrix's model and study builders
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # reportgen from a checkout
 
-from render_matrix import build_sd15, write_study  # noqa: E402 (after the sys.path lines above)
+from render_matrix import build_sd15, unet_inputs, write_study  # noqa: E402 (after the sys.path lines above)
 
 from reportgen import batched  # noqa: E402
 from reportgen.models import SD1_SCHEDULER, ModelInfo, load_pipeline, resolve_model  # noqa: E402
@@ -146,15 +146,11 @@ def main() -> None:
            batch_size=args.batch_size)
     if args.compile:  # compile the graph of the render's batch shape now, so that the render does not
         cells = plan(study, model, args.device, dtype, Store(root / "store")).to_render
-        rows = 2 * (args.batch_size or min(batched.auto_batch_size(pipe, size, size), batched.balanced_lanes(cells)))
+        rows = 2 * (args.batch_size or batched.auto_lanes(pipe, cells))
         batched.compile_unet(pipe)
-        unet = pipe.unet
-        side = size // pipe.vae_scale_factor
+        sample, timestep, states = unet_inputs(pipe, rows, size)
         with torch.inference_mode():
-            unet(torch.zeros((rows, unet.config.in_channels, side, side), device=args.device, dtype=unet.dtype),
-                 torch.full((rows,), 500.0, device=args.device),
-                 encoder_hidden_states=torch.zeros((rows, 77, unet.config.cross_attention_dim), device=args.device,
-                                                   dtype=unet.dtype), return_dict=False)
+            pipe.unet(sample, timestep, encoder_hidden_states=states, return_dict=False)
     timeline.reset()
     store = Store(root / "store")
     the_plan = plan(study, model, args.device, dtype, store)

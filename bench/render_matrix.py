@@ -37,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing, hence E402 on the imports below
 
-from reportgen.batched import auto_batch_size, balanced_lanes, compile_unet  # noqa: E402
+from reportgen.batched import auto_lanes, compile_unet  # noqa: E402
 from reportgen.models import SD1_SCHEDULER, ModelInfo, byte_tokenizer, load_pipeline, resolve_model  # noqa: E402
 from reportgen.plan import plan  # noqa: E402
 from reportgen.render import render  # noqa: E402
@@ -111,17 +111,27 @@ def build_sd15(device: str, dtype: str) -> Any:
     return pipe.to(device=device, dtype=getattr(torch, dtype))
 
 
+def unet_inputs(pipe: Any, rows: int, size: int) -> tuple[Any, Any, Any]:
+    """Seeded random UNet inputs for `rows` rows at `size` pixels: latents, timesteps 999..1, text states."""
+    import torch
+
+    unet, device = pipe.unet, pipe._execution_device
+    side = size // pipe.vae_scale_factor
+    generator = torch.Generator("cpu").manual_seed(0)
+    sample = torch.randn((rows, unet.config.in_channels, side, side), generator=generator)
+    states = torch.randn((rows, 77, unet.config.cross_attention_dim), generator=generator)
+    return (sample.to(device, unet.dtype), torch.linspace(999, 1, rows, device=device),
+            states.to(device, unet.dtype))
+
+
 def unet_flops(pipe: Any, size: int) -> float:
     """FLOPs of one UNet call on a CFG pair (batch 2) at `size` pixels, counted by torch's FlopCounterMode."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    unet, device = pipe.unet, pipe._execution_device
-    side = size // pipe.vae_scale_factor
-    sample = torch.zeros((2, unet.config.in_channels, side, side), device=device, dtype=unet.dtype)
-    states = torch.zeros((2, 77, unet.config.cross_attention_dim), device=device, dtype=unet.dtype)
+    sample, timestep, states = unet_inputs(pipe, 2, size)
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        unet(sample, torch.full((2,), 500.0, device=device), encoder_hidden_states=states, return_dict=False)
+        pipe.unet(sample, timestep, encoder_hidden_states=states, return_dict=False)
     return float(counter.get_total_flops())
 
 
@@ -168,11 +178,10 @@ class Bench:
             if compile:
                 compile_unet(self.pipe)
             cells = the_plan.to_render
-            lanes = batch_size or min(auto_batch_size(self.pipe, cells[0].height, cells[0].width),
-                                      balanced_lanes(cells))
+            lanes = batch_size or auto_lanes(self.pipe, cells)
             row["lanes"] = lanes
             if unet_alone:
-                row.update(self.time_unet(2 * lanes))
+                row.update(self.time_unet(2 * lanes, cells[0].width))
         # the lanes computed above, passed on, so that the executor's memory probe is not counted below
         options = {"batch_size": row["lanes"], "compile": compile} if executor == "batched" else {}
         counter = CallCounter(self.pipe.unet)
@@ -210,15 +219,13 @@ class Bench:
               + (f"  ({len(result.failed)} non-finite)" if result.failed else ""), flush=True)
         return row
 
-    def time_unet(self, rows: int, calls: int = 5) -> dict[str, Any]:
-        """The UNet alone at `rows` rows: a warm-up (which compiles a compiled UNet), then `calls` timed calls."""
+    def time_unet(self, rows: int, size: int, calls: int = 5) -> dict[str, Any]:
+        """The UNet alone at `rows` rows of `size` pixels: a warm-up (which compiles a compiled UNet), then
+        `calls` timed calls."""
         import torch
 
-        unet, device = self.pipe.unet, self.pipe._execution_device
-        side = unet.config.sample_size
-        sample = torch.randn((rows, unet.config.in_channels, side, side), device=device, dtype=unet.dtype)
-        states = torch.randn((rows, 77, unet.config.cross_attention_dim), device=device, dtype=unet.dtype)
-        timestep = torch.linspace(999, 1, rows, device=device)
+        unet = self.pipe.unet
+        sample, timestep, states = unet_inputs(self.pipe, rows, size)
         seconds = []
         with torch.inference_mode():
             for _ in range(calls + 2):

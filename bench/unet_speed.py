@@ -40,7 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # render_matrix's builders
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # reportgen from a checkout
 
-from render_matrix import PEAKS, build_sd15, unet_flops  # noqa: E402
+from render_matrix import PEAKS, build_sd15, unet_flops, unet_inputs  # noqa: E402
 
 from reportgen.batched import compile_unet  # noqa: E402
 from reportgen.models import load_pipeline, resolve_model  # noqa: E402
@@ -126,11 +126,7 @@ def main() -> None:
     print(f"device: {name}; torch {torch.__version__}; {size}x{size}; {rows} rows; "
           f"{flops / 1e12:.2f} TFLOP per call; peak {peak} TFLOP/s", flush=True)
     unet = pipe.unet
-    side = size // pipe.vae_scale_factor
-    generator = torch.Generator("cpu").manual_seed(0)
-    sample = torch.randn((rows, unet.config.in_channels, side, side), generator=generator)
-    inputs = (sample.to(device, unet.dtype), torch.linspace(999, 1, rows, device=device),
-              torch.randn((rows, 77, unet.config.cross_attention_dim), generator=generator).to(device, unet.dtype))
+    inputs = unet_inputs(pipe, rows, size)
     results = []
     from torch.nn.attention import SDPBackend, sdpa_kernel
 

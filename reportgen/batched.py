@@ -124,6 +124,11 @@ def step_kwargs(scheduler: Any, generator: Any) -> dict[str, Any]:
     return kwargs
 
 
+def auto_lanes(pipe: Any, cells: list[Cell]) -> int:
+    """The automatic lane count for one size group: what memory allows, and no more than the cells can fill."""
+    return min(auto_batch_size(pipe, cells[0].height, cells[0].width), balanced_lanes(cells))
+
+
 def balanced_lanes(cells: list[Cell]) -> int:
     """Lanes enough to keep every tick equally full: a render takes at least as many ticks as its longest
     lane has model calls, so more lanes than all calls / that many would only fill the first ticks."""
@@ -148,7 +153,7 @@ class _BatchedRun:
         # Longest lanes first: the batch then drains on short lanes, so the last ticks are not half empty.
         ordered = sorted(cells, key=lambda c: -c.nfe)
         self.waiting: deque[Cell] = deque(ordered)
-        self.lanes = batch_size or min(auto_batch_size(pipe, cells[0].height, cells[0].width), balanced_lanes(cells))
+        self.lanes = batch_size or auto_lanes(pipe, cells)
         self.max_rows: int | None = None  # lowered if a UNet call runs out of memory
         self.pad_rows = 2 * self.lanes if pad else None  # every UNet call gets this many rows (one static graph)
         self._rows_key: tuple[Any, ...] = ()
