@@ -22,6 +22,7 @@ GPU sat idle waiting for the host inside it; the GPU time between spans is idle.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -34,7 +35,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # render_matrix's model and study builders
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # reportgen from a checkout
 
-from render_matrix import build_sd15, unet_inputs, write_study  # noqa: E402 (after the sys.path lines above)
+from gpu_clocks import ClockLog  # noqa: E402 (after the sys.path lines above)
+from render_matrix import build_sd15, unet_inputs, write_study  # noqa: E402
 
 from reportgen import batched  # noqa: E402
 from reportgen.models import SD1_SCHEDULER, ModelInfo, load_pipeline, resolve_model  # noqa: E402
@@ -156,19 +158,23 @@ def main() -> None:
     the_plan = plan(study, model, args.device, dtype, store)
     if cuda:
         torch.cuda.synchronize()
-    begin = timeline.event() if cuda else None
-    start = time.perf_counter()
-    result = render(the_plan, pipe, model, store, executor="batched", **options)
-    end = timeline.event() if cuda else None
-    if cuda:
-        torch.cuda.synchronize()
-    total = time.perf_counter() - start
+    clocks = ClockLog() if cuda else contextlib.nullcontext()
+    with clocks:
+        begin = timeline.event() if cuda else None
+        start = time.perf_counter()
+        result = render(the_plan, pipe, model, store, executor="batched", **options)
+        end = timeline.event() if cuda else None
+        if cuda:
+            torch.cuda.synchronize()
+        total = time.perf_counter() - start
     timeline.host["gather inputs"] = timeline.host["tick"] - timeline.host["unet"] - timeline.host["lanes' steps"]
     timeline.calls["gather inputs"] = timeline.calls["tick"]
     ticks = timeline.calls["tick"]
     print(f"{args.device}: {result.rendered} images, {result.nfe} model calls in {total:.2f}s "
           f"({result.nfe / total:.1f} calls/s); {ticks} ticks, {2 * result.nfe / max(ticks, 1):.1f} rows per tick"
           + ("; UNet compiled" if args.compile else ""))
+    if isinstance(clocks, ClockLog):
+        print(f"  {clocks.line()}")
     print(f"  {'stage':24} {'calls':>6} {'host s':>8} {'host share':>10}" + (f" {'GPU span s':>10} {'share':>6}"
                                                                           if cuda else ""))
     spans = 0.0

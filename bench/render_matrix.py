@@ -24,6 +24,7 @@ measured and exits if the budget is overrun anyway.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import signal
@@ -36,6 +37,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing, hence E402 on the imports below
+sys.path.insert(0, str(ROOT / "bench"))  # gpu_clocks, when run from elsewhere
+
+from gpu_clocks import ClockLog  # noqa: E402
 
 from reportgen.batched import auto_lanes, compile_unet  # noqa: E402
 from reportgen.models import SD1_SCHEDULER, ModelInfo, byte_tokenizer, load_pipeline, resolve_model  # noqa: E402
@@ -75,6 +79,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--fuse-qkv", action="store_true", help="CUDA: diffusers' fuse_qkv_projections() on the UNet")
     p.add_argument("--compile", action="store_true",
                    help="CUDA: the throughput runs compile the UNet as `reportgen render --compile` does")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="CUDA: torch.backends.cudnn.benchmark (convolution algorithms timed, not guessed)")
+    p.add_argument("--unet-alone-calls", type=int, default=5,
+                   help="CUDA: timed calls of the UNet alone before each throughput run (5 take about a second)")
     p.add_argument("--peak-tflops", type=float, default=None, help="override the card's assumed dense peak")
     p.add_argument("--json-out", type=Path, default=None, help="also write the results as JSON here")
     return p.parse_args()
@@ -150,9 +158,10 @@ def write_study(root: Path, topics: int, steps: list[int], size: int) -> Path:
 class Bench:
     """Runs renders into fresh stores, keeps every measurement, and enforces the time box."""
 
-    def __init__(self, pipe: Any, model: ModelInfo, device: str, dtype: str, budget: float, started: float) -> None:
+    def __init__(self, pipe: Any, model: ModelInfo, device: str, dtype: str, budget: float, started: float,
+                 unet_alone_calls: int = 5) -> None:
         self.pipe, self.model, self.device, self.dtype = pipe, model, device, dtype
-        self.budget, self.started = budget, started
+        self.budget, self.started, self.unet_alone_calls = budget, started, unet_alone_calls
         self.runs: list[dict[str, Any]] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="render-matrix-"))
 
@@ -181,7 +190,7 @@ class Bench:
             lanes = batch_size or auto_lanes(self.pipe, cells)
             row["lanes"] = lanes
             if unet_alone:
-                row.update(self.time_unet(2 * lanes, cells[0].width))
+                row.update(self.time_unet(2 * lanes, cells[0].width, self.unet_alone_calls))
         # the lanes computed above, passed on, so that the executor's memory probe is not counted below
         options = {"batch_size": row["lanes"], "compile": compile} if executor == "batched" else {}
         counter = CallCounter(self.pipe.unet)
@@ -189,14 +198,19 @@ class Bench:
         if self.device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+        clocks = ClockLog() if self.device == "cuda" else contextlib.nullcontext()
         start = time.perf_counter()
         try:
-            result = render(the_plan, self.pipe, self.model, store, executor=executor, **options)
-            if self.device == "cuda":
-                torch.cuda.synchronize()
+            with clocks:
+                result = render(the_plan, self.pipe, self.model, store, executor=executor, **options)
+                if self.device == "cuda":
+                    torch.cuda.synchronize()
         finally:
             self.pipe.unet = counter.unet
         seconds = time.perf_counter() - start
+        if isinstance(clocks, ClockLog):
+            row["clocks"] = clocks.summary
+            print(f"  {clocks.line()}", flush=True)
         shutil.rmtree(store, ignore_errors=True)
         images = result.rendered + len(result.failed)
         row.update({"images": images, "failed": len(result.failed), "nfe": result.nfe, "seconds": seconds,
@@ -226,21 +240,30 @@ class Bench:
 
         unet = self.pipe.unet
         sample, timestep, states = unet_inputs(self.pipe, rows, size)
-        seconds = []
+        clocks = ClockLog() if self.device == "cuda" else contextlib.nullcontext()
+
+        def timed_call() -> float:
+            if self.device == "cuda":
+                torch.cuda.synchronize()
+            begin = time.perf_counter()
+            unet(sample, timestep, encoder_hidden_states=states, return_dict=False)
+            if self.device == "cuda":
+                torch.cuda.synchronize()
+            return time.perf_counter() - begin
+
         with torch.inference_mode():
-            for _ in range(calls + 2):
-                if self.device == "cuda":
-                    torch.cuda.synchronize()
-                begin = time.perf_counter()
-                unet(sample, timestep, encoder_hidden_states=states, return_dict=False)
-                if self.device == "cuda":
-                    torch.cuda.synchronize()
-                seconds.append(time.perf_counter() - begin)
-        alone = statistics.median(seconds[2:])
+            warmup = [timed_call() for _ in range(2)]  # the first compiles a compiled UNet
+            with clocks:
+                seconds = [timed_call() for _ in range(calls)]
+        alone = statistics.median(seconds)
+        out = {"unet_alone_rows": rows, "unet_alone_s": alone, "unet_alone_calls_per_s": rows / 2 / alone,
+               "unet_warmup_s": warmup[0], "unet_alone_calls": calls}
         print(f"  UNet alone at {rows} rows: {alone * 1000:.1f} ms/call, {rows / 2 / alone:.2f} calls/s "
-              f"(warm-up {seconds[0]:.1f}s)", flush=True)
-        return {"unet_alone_rows": rows, "unet_alone_s": alone, "unet_alone_calls_per_s": rows / 2 / alone,
-                "unet_warmup_s": seconds[0]}
+              f"(median of {calls} calls over {sum(seconds):.1f}s; warm-up {warmup[0]:.1f}s)", flush=True)
+        if isinstance(clocks, ClockLog):
+            out["unet_alone_clocks"] = clocks.summary
+            print(f"  {clocks.line()}", flush=True)
+        return out
 
     def predict(self, executor: str, nfe: int) -> float | None:
         """Seconds a render of `nfe` calls would take at this executor's slowest measured rate."""
@@ -296,10 +319,12 @@ def main() -> None:
         pipe = load_pipeline(model, device, dtype)
         name = "CPU"
     flops = unet_flops(pipe, size)  # on the eager UNet: the FLOPs are the model's, however it is run
-    bench = Bench(pipe, model, device, dtype, budget, started)
+    if cuda and args.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+    bench = Bench(pipe, model, device, dtype, budget, started, args.unet_alone_calls)
     print(f"device: {name}; dtype {dtype}; {size}x{size}; torch {torch.__version__}; threads {torch.get_num_threads()}"
           + ("; UNet compiled" if cuda and args.compile else "") + ("; channels_last" if args.channels_last else "")
-          + ("; fused QKV" if args.fuse_qkv else ""))
+          + ("; fused QKV" if args.fuse_qkv else "") + ("; cudnn.benchmark" if cuda and args.cudnn_benchmark else ""))
     print(f"UNet FLOPs per call on a CFG pair: {flops / 1e9:.3f} GFLOP (FlopCounterMode)")
     peak = args.peak_tflops or next((p for key, p in PEAKS if key in name), None) if cuda else None
     if cuda:
@@ -315,7 +340,7 @@ def main() -> None:
                 ratios.append(pair["pipeline"]["seconds"] / pair["batched"]["seconds"])
         out: dict[str, Any] = {"device": name, "dtype": dtype, "size": size, "steps": steps, "topics": topics,
                                "compile": args.compile, "channels_last": args.channels_last,
-                               "fuse_qkv": args.fuse_qkv,
+                               "fuse_qkv": args.fuse_qkv, "cudnn_benchmark": cuda and args.cudnn_benchmark,
                                "samplers": list(GUIDE_SAMPLERS), "flops_per_call": flops, "peak_tflops": peak,
                                "runs": bench.runs, "ratios": ratios,
                                "median_ratio": statistics.median(ratios) if ratios else None}
@@ -340,6 +365,9 @@ def main() -> None:
                 line += (f"; the UNet alone at {r['unet_alone_rows']} rows: {alone:.2f} calls/s"
                          + (f" ({alone * flops / 1e12 / peak:.1%} of peak)" if peak else "")
                          + f", of which the render keeps {r['calls_per_s'] / alone:.1%}")
+            clocks = [r.get(k, {}).get("sm_mhz_median") for k in ("unet_alone_clocks", "clocks")]
+            if None not in clocks:
+                line += f"; SM clock median {clocks[0]:.0f} MHz alone, {clocks[1]:.0f} MHz in the render"
             print(line)
         if ratios:
             print(f"  median ratio batched/pipeline (speedup): {out['median_ratio']:.2f}x "

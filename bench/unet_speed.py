@@ -7,7 +7,10 @@ docs/performance.md). This times one such call, side by side in one process, for
 - channels_last: its convolution weights and inputs in NHWC memory format;
 - fused_qkv: diffusers' `fuse_qkv_projections()` (one matmul for Q, K and V of self-attention);
 - compile: `torch.compile` (inductor, default mode, static shapes) as `reportgen render --compile`
-  applies it (`batched.compile_unet`); compile_cl_qkv: the same on top of channels_last and fused QKV.
+  applies it (`batched.compile_unet`); compile_cl_qkv: the same on top of channels_last and fused QKV;
+- compile_tuned: compile_cl_qkv with the inductor settings of diffusers' former "Accelerate inference of
+  text-to-image diffusion models" tutorial (1x1 convolutions as matmuls, coordinate-descent tuning of
+  the generated kernels, no epilogue fusion); its compilation takes longer than the others'.
 
 Each variant gets warm-up calls (compilation included), then `--calls` timed calls between CUDA
 events; the median is reported with TFLOP/s from torch's FlopCounterMode and the share of the card's
@@ -18,11 +21,15 @@ drift. The FLOPs are the same for every variant: they count the model's arithmet
     python bench/unet_speed.py --device cuda --rows 112 --variants eager,compile,compile_cl_qkv
     python bench/unet_speed.py --device cuda --rows 112 --variants eager --attention default,cudnn,flash,efficient
     python bench/unet_speed.py --device cuda --rows 112 --variants compile --calls 250   # a minute: do clocks drop?
+    python bench/unet_speed.py --device cuda --rows 112 --variants eager,compile --cudnn-benchmark off,on
 
 --attention times each variant under each of PyTorch's scaled-dot-product-attention backends
 (`torch.nn.attention.sdpa_kernel`; "default" lets PyTorch choose). With 40 or more calls, the median of
 the first and of the last quarter of the calls are printed too: a render keeps the GPU busy for a minute
-or more, and a card that lowers its clocks under a sustained load shows it there.
+or more, and a card that lowers its clocks under a sustained load shows it there. On CUDA the SM clock,
+power and the driver's slowdown reasons are sampled while each variant is timed (bench/gpu_clocks.py).
+--cudnn-benchmark off,on times each variant with cuDNN's convolution algorithms chosen by heuristics
+(PyTorch's default) and by timing them (`torch.backends.cudnn.benchmark`).
     python bench/unet_speed.py            # CPU smoke run on the tests' tiny model
 """
 
@@ -40,22 +47,34 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # render_matrix's builders
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # reportgen from a checkout
 
+from gpu_clocks import ClockLog  # noqa: E402
 from render_matrix import PEAKS, build_sd15, unet_flops, unet_inputs  # noqa: E402
 
 from reportgen.batched import compile_unet  # noqa: E402
 from reportgen.models import load_pipeline, resolve_model  # noqa: E402
 
-VARIANTS = ("eager", "channels_last", "fused_qkv", "compile", "compile_cl_qkv")
+VARIANTS = ("eager", "channels_last", "fused_qkv", "compile", "compile_cl_qkv", "compile_tuned")
+# torch._inductor.config values for compile_tuned, from diffusers' fast_diffusion tutorial (removed from
+# its docs in 2025 when the optimisation pages were merged; the settings themselves are inductor's)
+TUNED_INDUCTOR = {"conv_1x1_as_mm": True, "coordinate_descent_tuning": True, "epilogue_fusion": False,
+                  "coordinate_descent_check_all_directions": True}
 
 
 def apply_variant(pipe: Any, variant: str) -> None:
     """Put the pipeline's UNet in `variant`'s form, undoing whatever an earlier variant did."""
     import torch
+    import torch._inductor.config as inductor
 
+    defaults = _INDUCTOR_DEFAULTS.setdefault("values", {key: getattr(inductor, key) for key in TUNED_INDUCTOR})
+    for key, value in TUNED_INDUCTOR.items():
+        setattr(inductor, key, value if variant == "compile_tuned" else defaults[key])
+    if variant.startswith("compile"):
+        torch._dynamo.reset()  # else a second compile of the same module may reuse the first one's code
     unet = getattr(pipe.unet, "_orig_mod", pipe.unet)  # a compiled UNet wraps the original module
     unet.to(memory_format=torch.contiguous_format)
     if getattr(unet, "original_attn_processors", None) is not None:  # set by fuse_qkv_projections
         unet.unfuse_qkv_projections()
+        unet.original_attn_processors = None  # diffusers empties this dict while restoring it; twice would fail
     pipe.unet = unet
     if variant == "channels_last":
         unet.to(memory_format=torch.channels_last)
@@ -63,10 +82,13 @@ def apply_variant(pipe: Any, variant: str) -> None:
         unet.fuse_qkv_projections()
     elif variant == "compile":
         compile_unet(pipe)  # what `reportgen render --compile` does
-    elif variant == "compile_cl_qkv":
+    elif variant in ("compile_cl_qkv", "compile_tuned"):
         unet.to(memory_format=torch.channels_last)
         unet.fuse_qkv_projections()
         compile_unet(pipe)
+
+
+_INDUCTOR_DEFAULTS: dict[str, dict[str, Any]] = {}
 
 
 def time_calls(unet: Any, inputs: tuple[Any, ...], calls: int, cuda: bool) -> list[float]:
@@ -104,6 +126,8 @@ def main() -> None:
                         help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument("--attention", default="default",
                         help="comma-separated SDPA backends: default, cudnn, flash, efficient, math")
+    parser.add_argument("--cudnn-benchmark", default="off",
+                        help="comma-separated: off (heuristics, the default), on (torch.backends.cudnn.benchmark)")
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
@@ -135,9 +159,13 @@ def main() -> None:
     attention = args.attention.split(",")
     if any(a != "default" and a not in backends for a in attention):
         parser.error(f"--attention takes default, {', '.join(backends)}")
+    cudnn = args.cudnn_benchmark.split(",")
+    if any(c not in ("off", "on") for c in cudnn):
+        parser.error("--cudnn-benchmark takes off, on")
     with torch.inference_mode():
         reference = unet(*inputs[:2], encoder_hidden_states=inputs[2], return_dict=False)[0].float()
-        for variant, backend in ((v, a) for v in variants for a in attention):
+        for variant, backend, benchmark in ((v, a, c) for v in variants for a in attention for c in cudnn):
+            torch.backends.cudnn.benchmark = benchmark == "on"
             with contextlib.ExitStack() as stack:
                 if backend != "default":
                     stack.enter_context(sdpa_kernel(backends[backend]))
@@ -164,17 +192,21 @@ def time_variant(pipe: Any, variant: str, backend: str, inputs: tuple[Any, ...],
         torch.cuda.synchronize()
     warm = time.perf_counter() - started
     error = float((output.float() - reference).abs().max() / reference.abs().max())
+    cudnn = "cudnn.benchmark" if torch.backends.cudnn.benchmark else ""
     for part in (rows, *extra):
-        seconds = time_calls(model, tuple(x[:part] for x in inputs), calls, cuda)
+        clocks = ClockLog() if cuda else contextlib.nullcontext()
+        with clocks:
+            seconds = time_calls(model, tuple(x[:part] for x in inputs), calls, cuda)
         median = statistics.median(seconds)
-        row = {"variant": variant, "attention": backend, "rows": part, "median_s": median,
+        row = {"variant": variant, "attention": backend, "cudnn_benchmark": bool(cudnn), "rows": part,
+               "median_s": median,
                "seconds": seconds, "warmup_s": warm,
                "tflops": flops * part / rows / median / 1e12, "max_rel_diff_vs_eager": error,
                "graphs_compiled_so_far": counters["stats"]["unique_graphs"]}
         if peak:
             row["share_of_peak"] = row["tflops"] / peak
         results.append(row)
-        print(f"  {variant:18} {backend:9} {part:4d} rows {median * 1000:9.1f} ms/call  "
+        print(f"  {variant:18} {backend:9} {cudnn:15} {part:4d} rows {median * 1000:9.1f} ms/call  "
               f"{row['tflops']:7.1f} TFLOP/s" + (f"  {row['share_of_peak']:6.1%} of peak" if peak else "")
               + f"  (warm-up {warm:.0f}s; max |diff| vs eager {error:.1e} of max |output|; "
               f"{row['graphs_compiled_so_far']} graphs compiled so far)", flush=True)
@@ -184,6 +216,9 @@ def time_variant(pipe: Any, variant: str, backend: str, inputs: tuple[Any, ...],
             row["first_quarter_median_s"], row["last_quarter_median_s"] = first, last
             print(f"    over {sum(seconds):.0f}s of calls: first quarter {first * 1000:.1f} ms/call, "
                   f"last quarter {last * 1000:.1f} ms/call ({last / first - 1:+.1%})", flush=True)
+        if isinstance(clocks, ClockLog):
+            row["clocks"] = clocks.summary
+            print(f"    {clocks.line()}", flush=True)
     return results
 
 
