@@ -239,7 +239,7 @@ def speed(
     sampler: Annotated[list[str] | None, typer.Option(
         "--sampler", help="Only this sampler (repeatable); default: the study's.")] = None,
     steps: Annotated[int | None, typer.Option(
-        "--steps", min=1, help="Steps per image (default: [speed] steps, else 50).")] = None,
+        "--steps", min=1, help="Steps per image (default: steps of study.toml's speed table, else 50).")] = None,
     samples: Annotated[int | None, typer.Option(
         "--samples", min=1, help="Images averaged per sampler (default 3).")] = None,
     topic: Annotated[str | None, typer.Option(
@@ -275,6 +275,7 @@ def preview(
     steps: Annotated[int, typer.Option("--steps", min=1, help="Steps per preview.")] = 10,
     sampler: WorkflowSampler = None,
     model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     store: StoreOpt = None,
@@ -283,8 +284,8 @@ def preview(
     """Render many seeds at few steps onto a contact sheet labelled with seeds (STUDY/previews/)."""
     from reportgen.preview import run_preview
 
-    out = run_preview(study, topic, count=count, steps=steps, sampler=sampler, model=model, device=device,
-                      dtype=dtype, store=store, batch_size=batch_size)
+    out = run_preview(study, topic, count=count, steps=steps, sampler=sampler, model=model, model_config=model_config,
+                      device=device, dtype=dtype, store=store, batch_size=batch_size)
     typer.echo(f"{out.result.rendered} rendered, {out.result.cached} cached in {out.seconds:.1f}s", err=True)
     typer.echo(str(out.paths[0]))
 
@@ -297,6 +298,7 @@ def polish(
     steps: Annotated[int, typer.Option("--steps", min=1, help="Steps per final image.")] = 100,
     sampler: WorkflowSampler = None,
     model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     store: StoreOpt = None,
@@ -305,8 +307,8 @@ def polish(
     """Render the chosen seeds at many steps; copies of the finals go to STUDY/polished/."""
     from reportgen.preview import parse_seeds, run_polish
 
-    out = run_polish(study, topic, parse_seeds(seeds), steps=steps, sampler=sampler, model=model, device=device,
-                     dtype=dtype, store=store, batch_size=batch_size)
+    out = run_polish(study, topic, parse_seeds(seeds), steps=steps, sampler=sampler, model=model,
+                     model_config=model_config, device=device, dtype=dtype, store=store, batch_size=batch_size)
     typer.echo(f"{out.result.rendered} rendered, {out.result.cached} cached in {out.seconds:.1f}s", err=True)
     for path in out.paths:
         typer.echo(str(path))

@@ -52,13 +52,16 @@ def findings(analysis: Analysis) -> Findings:
     predicts = tuple((first, tuple(by.get((t, name)) for t in topics))
                      for name in names
                      if not (first := next(s for s in analysis.samplers if s.sampler == name)).ancestral)
-    plan = best_workflow(analysis, topics)
+    plans = workflows(analysis, topics)
+    plan = min((p for p in plans if p.workflow_nfe < p.direct_nfe), key=lambda p: (p.workflow_nfe, p.final_nfe),
+               default=None)  # the cheapest plan that costs less than rendering every candidate in full
     return Findings(statements=tuple(statements), topics=topics, predicts=predicts,
-                    suggestions=tuple(_suggestions(analysis, names, plan)), workflow=plan)
+                    suggestions=tuple(_suggestions(analysis, names, plan, bool(plans))), workflow=plan)
 
 
-def best_workflow(analysis: Analysis, topics: tuple[str, ...]) -> Workflow | None:
-    """The sampler whose previews and finals (worst case over topics) make the cheapest workflow."""
+def workflows(analysis: Analysis, topics: tuple[str, ...]) -> list[Workflow]:
+    """Each deterministic sampler's preview-then-polish plan, from its worst case over topics: previews at the
+    most steps any topic needed to predict its final, finals at the most steps any topic needed to converge."""
     plans = []
     for name in dict.fromkeys(s.sampler for s in analysis.samplers):
         rows = [s for s in analysis.samplers if s.sampler == name]
@@ -78,7 +81,7 @@ def best_workflow(analysis: Analysis, topics: tuple[str, ...]) -> Workflow | Non
             direct_seconds=CANDIDATES * f_s if timed else None,
             workflow_seconds=CANDIDATES * p_s + KEPT * f_s if timed else None,
         ))
-    return min(plans, key=lambda p: (p.workflow_nfe, p.final_nfe), default=None)
+    return plans
 
 
 def _fewest(analysis: Analysis, topics: tuple[str, ...], what: str, unit: str = "nfe") -> list[str]:
@@ -95,11 +98,21 @@ def _fewest(analysis: Analysis, topics: tuple[str, ...], what: str, unit: str = 
                     f"{topic}: {getattr(s, f'{what}_steps')} steps, {getattr(s, f'{what}_nfe')} calls")
     if not wins:
         return []
-    verb = "converged" if what == "converged" else "predicted its final image"
     fewest = "model calls" if unit == "nfe" else "steps"
-    ranked = sorted(wins.items(), key=lambda kv: -len(kv[1]))
-    return [f"{label} {verb} in the fewest {fewest} in {len(where)} of {len(topics)} topics ({'; '.join(where)})."
-            for label, where in ranked]
+    tied: dict[tuple[str, ...], list[str]] = {}  # samplers that won the same topics at the same counts: one line
+    for label, where in wins.items():
+        tied.setdefault(tuple(where), []).append(label)
+    out = []
+    for topics_won, labels in sorted(tied.items(), key=lambda kv: -len(kv[0])):
+        if len(labels) == 1:
+            verb = "converged" if what == "converged" else "predicted its final image"
+            who = labels[0]
+        else:
+            verb = "converged" if what == "converged" else "predicted their final images"
+            who = f"{_and(labels)} (tied)"
+        out.append(f"{who} {verb} in the fewest {fewest} in {len(topics_won)} of {len(topics)} topics "
+                   f"({'; '.join(topics_won)}).")
+    return out
 
 
 def _never(analysis: Analysis, names: list[str]) -> list[str]:
@@ -144,8 +157,12 @@ def _topic_order(analysis: Analysis, topics: tuple[str, ...]) -> list[str]:
             f"converged); latest: {order[-1]} (median {medians[order[-1]]:g} steps)."]
 
 
-def _suggestions(analysis: Analysis, names: list[str], plan: Workflow | None) -> list[str]:
+def _suggestions(analysis: Analysis, names: list[str], plan: Workflow | None, planned: bool) -> list[str]:
     out = []
+    if plan is None and planned:
+        out.append("Within the steps rendered, no sampler predicted its final image at fewer steps than it needed to "
+                   f"converge, so {CANDIDATES} previews plus {KEPT} finals would cost more than {CANDIDATES} finals: "
+                   "render finer step counts to find a cheaper preview.")
     if plan is not None:
         text = (f"Preview with {plan.label} at {plan.preview_steps} steps ({plan.preview_nfe} model calls), then "
                 f"polish the keepers at {plan.final_steps} steps ({plan.final_nfe} calls): {CANDIDATES} previews "

@@ -393,11 +393,6 @@ def export_files(analysis: Analysis) -> dict[str, bytes]:
             "data/fits.json": (json.dumps(fits_records(analysis), indent=1) + "\n").encode()}
 
 
-def write_exports(analysis: Analysis, out_dir: Path) -> list[Path]:
-    """Write DIR/data/metrics.csv (one row per cell) and DIR/data/fits.json (one object per topic and sampler)."""
-    return [atomic_write(out_dir / path, data) for path, data in export_files(analysis).items()]
-
-
 def metrics_csv(analysis: Analysis) -> str:
     """The per-cell distances as CSV text."""
     buffer = io.StringIO()

@@ -66,8 +66,7 @@ def run_polish(study_path: Path, topic: str, seeds: list[int], *, steps: int = 1
 
 def _run(kind: str, study_path: Path, topic: str, seeds: list[int], steps: int, sampler: str | None, *,
          model: str | None = None, model_config: Path | None = None, device: str | None = None,
-         dtype: str | None = None, store: Path | None = None, executor: str = "batched",
-         batch_size: int | None = None) -> WorkflowResult:
+         dtype: str | None = None, store: Path | None = None, batch_size: int | None = None) -> WorkflowResult:
     study = load_study(study_path)
     the_topic = study.topic(topic)
     name = get_sampler(sampler or DEFAULT_SAMPLER).name
@@ -78,14 +77,13 @@ def _run(kind: str, study_path: Path, topic: str, seeds: list[int], steps: int, 
     cells = tuple(make_cell(the_topic, seed, name, steps, info, environment) for seed in seeds)
     cached = tuple(c for c in cells if the_store.has(c.key))
     plan = Plan(cells, cached, tuple(c for c in cells if c not in cached), environment)
-    options: dict[str, Any] = {"batch_size": batch_size} if executor == "batched" else {}
     start = time.perf_counter()
     with the_store.lock():
         the_store.clean_temporary()
         result = RenderResult(cells=len(cells), cached=len(cached))
         if plan.to_render:
             pipe = load_pipeline(info, device, dtype)
-            result = render(plan, pipe, info, the_store, executor=executor, **options)
+            result = render(plan, pipe, info, the_store, executor="batched", batch_size=batch_size)
         seconds = time.perf_counter() - start
         if kind == "preview":
             paths: tuple[Path, ...] = (_contact_sheet(study.root, the_topic.title, cells, the_store),)
@@ -93,7 +91,7 @@ def _run(kind: str, study_path: Path, topic: str, seeds: list[int], steps: int, 
             paths = tuple(_copy_final(study.root, c, the_store) for c in cells if the_store.has(c.key))
     records = {c.key: stored.record if (stored := the_store.get(c.key)) else {} for c in cells}
     record_workflow_run(study.root, {
-        "kind": kind, "topic": topic, "sampler": name, "steps": steps, "executor": executor, "device": device,
+        "kind": kind, "topic": topic, "sampler": name, "steps": steps, "executor": "batched", "device": device,
         "model": info.spec, "rendered": result.rendered, "cached": result.cached, "nfe": result.nfe,
         "seconds": round(seconds, 4), "store": str(the_store.root.resolve()),
         # Each cell's own measured time, from its stored record, so cached cells keep the time they cost.

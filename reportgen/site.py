@@ -169,7 +169,7 @@ class SamplerSummary:
     nfe_registry: int  # over the rendered cells, by the registry's formula
     nfe_counted: int | None  # over the rendered cells, as counted while rendering
     seconds_mean: float | None  # per image
-    steps_per_second: float | None  # the guide's "it/s": steps over seconds, averaged over images
+    steps_per_second: float | None  # the guide's "it/s": all steps over all seconds of the timed images
     seconds_per_call: float | None
     seconds_by_steps: tuple[float | None, ...]  # mean seconds per image at each of SiteData.steps
 
@@ -268,7 +268,7 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
     summary = _summaries(study, all_views, steps)
     stored = [v for v in all_views if v.stored]
     convergence = gather_convergence(study, the_store, cells, previous, files)
-    speed = gather_speed(study.root)
+    speed = gather_speed(study.root, titles={t.slug: t.title for t in study.topics})
     speedups, speedup_source = _speedups(summary, steps, speed)
     return SiteData(
         title=study.title, description=study.description, model=info.spec, model_identity=info.identity,
@@ -500,14 +500,15 @@ def _summaries(study: Study, views: list[CellView], steps: tuple[int, ...]) -> t
         timed = [v for v in done if v.seconds]
         counted = [v.nfe_counted for v in done if v.nfe_counted is not None]
         total_calls = sum(v.nfe_counted or 0 for v in timed)
+        total_seconds = sum(v.seconds or 0.0 for v in timed)  # totals, not means of ratios: short cells weigh less
         by_steps = tuple(_mean([v.seconds for v in timed if v.steps == n]) for n in steps)
         out.append(SamplerSummary(
             name=name, label=sampler.label, calls=sampler.calls, ancestral=sampler.ancestral, stored=len(done),
             total=len(mine), nfe_registry=sum(v.nfe for v in done),
             nfe_counted=sum(counted) if counted and len(counted) == len(done) else None,
             seconds_mean=_mean([v.seconds for v in timed]),
-            steps_per_second=_mean([v.steps / v.seconds for v in timed if v.seconds]),
-            seconds_per_call=sum(v.seconds or 0.0 for v in timed) / total_calls if total_calls else None,
+            steps_per_second=sum(v.steps for v in timed) / total_seconds if total_seconds else None,
+            seconds_per_call=total_seconds / total_calls if total_calls else None,
             seconds_by_steps=by_steps,
         ))
     return tuple(out)

@@ -69,9 +69,9 @@ def measure_speed(study_path: Path, *, samplers: Iterable[str] = (), steps: int 
     from reportgen.render import EXECUTORS
 
     study = load_study(study_path)
-    settings = study.settings.get("speed", {})
-    steps = int(steps or settings.get("steps", 50))
-    samples = int(samples or settings.get("samples", 3))
+    settings = study.settings.get("speed", {})  # validated by load_study
+    steps = steps or settings.get("steps", 50)
+    samples = samples or settings.get("samples", 3)
     if steps <= 0 or samples <= 0:
         raise ReportgenError(f"speed needs steps > 0 and samples > 0, got {steps} and {samples}")
     names = [get_sampler(s).name for s in samplers] or list(study.samplers)
@@ -166,7 +166,8 @@ def preview_polish(study_root: Path) -> list[dict[str, Any]]:
         store = Store(run["store"])
         for cell in run["cells"]:
             preview = previews.get((run["topic"], run["sampler"], cell["seed"]))
-            row = {"topic": run["topic"], "sampler": run["sampler"], "seed": cell["seed"], "steps": run["steps"],
+            row = {"topic": run["topic"], "sampler": run["sampler"], "label": get_sampler(run["sampler"]).label,
+                   "seed": cell["seed"], "steps": run["steps"],
                    "seconds": cell["seconds"], "preview_steps": None, "preview_seconds": None,
                    "latent_distance": None, "ssim_distance": None}
             final = store.get(cell["key"])
@@ -226,10 +227,13 @@ class SpeedSection:
     closeness: tuple[dict[str, Any], ...]
 
 
-def gather_speed(study_root: Path, example_sampler: str = "k_lms") -> SpeedSection | None:
-    """Everything above for the site from STUDY/speed.json and STUDY/workflow.json; None if neither exists."""
+def gather_speed(study_root: Path, example_sampler: str = "k_lms",
+                 titles: dict[str, str] | None = None) -> SpeedSection | None:
+    """Everything above for the site from STUDY/speed.json and STUDY/workflow.json; None if neither exists.
+    Workflow rows get their topic's title from `titles` (by slug), else the slug."""
     speed = load_speed(study_root)
-    workflow = tuple(workflow_summary(study_root))
+    titles = titles or {}
+    workflow = tuple({**w, "title": titles.get(w["topic"], w["topic"])} for w in workflow_summary(study_root))
     if speed is None and not workflow:
         return None
     rows = tuple(speed_table(study_root))
@@ -241,7 +245,7 @@ def gather_speed(study_root: Path, example_sampler: str = "k_lms") -> SpeedSecti
         steps=speed["steps"] if speed else 0, samples=speed["samples"] if speed else 0,
         width=speed["width"] if speed else 0, height=speed["height"] if speed else 0, rows=rows,
         example=worked_example(study_root, name) if rows else None, workflow=workflow,
-        closeness=tuple(preview_polish(study_root)))
+        closeness=tuple({**c, "title": titles.get(c["topic"], c["topic"])} for c in preview_polish(study_root)))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

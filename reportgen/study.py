@@ -100,6 +100,12 @@ def load_study(root: Path | str) -> Study:
     for name in ("thresholds", "speed"):
         if name in data and not isinstance(data[name], dict):
             raise StudyError(f"{where}: {name} must be a table")
+    speed = data.get("speed", {})  # [thresholds] is checked with its metric's defaults (measure.load_thresholds)
+    unknown = sorted(set(speed) - {"steps", "samples"})
+    if unknown:
+        raise StudyError(f"{where}: [speed]: unknown key {unknown[0]!r} (known: steps, samples)")
+    for key, value in speed.items():
+        _positive_int(value, f"[speed] {key}", where)
 
     topics_dir = root / "topics"
     paths = sorted(topics_dir.glob("*.md")) if topics_dir.is_dir() else []

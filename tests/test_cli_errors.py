@@ -34,6 +34,12 @@ def write(name: str, text: str) -> Callable[[Path], None]:
     return change
 
 
+def append_toml(text: str) -> Callable[[Path], None]:
+    def change(study: Path) -> None:
+        (study / "study.toml").write_text((study / "study.toml").read_text() + text)
+    return change
+
+
 def nothing(study: Path) -> None:
     pass
 
@@ -58,6 +64,9 @@ CASES = {
     "missing model in study.toml": (set_toml("model", '"gone.ckpt"'), [], "model file not found"),
     "broken TOML": (write("study.toml", 'title = "x\nsamplers = ['), [], "invalid TOML"),
     "unknown study.toml key": (set_toml("stepz", "[1]"), [], "unknown setting 'stepz'"),
+    "[speed] steps not a number": (append_toml('[speed]\nsteps = "many"\n'), [],
+                                   "[speed] steps must be a positive integer, got 'many'"),
+    "[speed] unknown key": (append_toml("[speed]\nstepz = 5\n"), [], "[speed]: unknown key 'stepz'"),
     "broken front matter": (write("topics/anime.md", "---\ntitle: [unclosed\nprompt: x\n---\n"), [],
                             "invalid front matter"),
     "unclosed front matter": (write("topics/anime.md", "---\ntitle: Anime\nprompt: 'x -S1'\n"), [],

@@ -17,12 +17,12 @@ from reportgen.measure import (
     CellMetrics,
     Thresholds,
     analyze,
+    export_files,
     first_staying_under,
     fit_power_law,
     fit_rate,
     load_thresholds,
     summarize_seed,
-    write_exports,
 )
 from reportgen.plots import rates_plot, topic_plots
 from reportgen.study import load_study
@@ -104,10 +104,11 @@ def test_analyze_command_json_and_exports(rendered: Path, analysis: Analysis, tm
     assert fits["k_euler_a"]["converges"] is False and fits["k_euler_a"]["exponent"] is None
     assert fits["k_euler"]["expected_exponent"] == -1
 
-    csv_path, fits_path = write_exports(analysis, tmp_path)
-    lines = csv_path.read_text().splitlines()
+    exports = export_files(analysis)
+    assert sorted(exports) == ["data/fits.json", "data/metrics.csv"]
+    lines = exports["data/metrics.csv"].decode().splitlines()
     assert lines[0].startswith("topic,seed,sampler,steps,nfe,") and len(lines) == 13
-    assert json.loads(fits_path.read_text()) == out["fits"]
+    assert json.loads(exports["data/fits.json"]) == out["fits"]
 
 
 def test_plots_are_offline_svg(analysis: Analysis):
@@ -261,3 +262,36 @@ def test_site_pages_show_what_the_exports_hold(rendered: Path, tmp_path: Path):
     assert "K_EULER_A is ancestral" in index_html and 'href="data/fits.json"' in index_html
     for svg in (out / "img" / "plots").iterdir():
         assert svg.suffix == ".svg" and svg.name.split("-")[0] in ("anime", "rates")
+
+
+def _derived(analysis: Analysis, **by_sampler: tuple[int, int]) -> Analysis:
+    """The analysis with each named sampler's (indicator, converged) steps replaced; calls = steps (Euler, DDIM)."""
+    from dataclasses import replace
+
+    samplers = tuple(replace(s, indicator_steps=by_sampler[s.sampler][0], indicator_nfe=by_sampler[s.sampler][0],
+                             converged_steps=by_sampler[s.sampler][1], converged_nfe=by_sampler[s.sampler][1],
+                             limit_differs=False)
+                     if s.sampler in by_sampler else s for s in analysis.samplers)
+    return replace(analysis, samplers=samplers)
+
+
+def test_workflow_suggested_only_when_previews_save_calls(analysis: Analysis):
+    saving = findings(_derived(analysis, k_euler=(4, 16), ddim=(8, 16)))
+    assert saving.workflow is not None and saving.workflow.sampler == "k_euler"
+    assert saving.workflow.workflow_nfe == 100 * 4 + 3 * 16 and saving.workflow.direct_nfe == 100 * 16
+    assert any(s.startswith("Preview with K_EULER at 4 steps") and "(3.6x fewer)" in s for s in saving.suggestions)
+    # previews that need as many steps as the finals cost more than the finals alone: no plan, and it says why
+    none = findings(_derived(analysis, k_euler=(16, 16), ddim=(8, 8)))
+    assert none.workflow is None
+    assert not any(s.startswith("Preview with") for s in none.suggestions)
+    assert any("no sampler predicted its final image at fewer steps" in s for s in none.suggestions)
+
+
+def test_tied_samplers_share_one_statement(analysis: Analysis):
+    tied = findings(_derived(analysis, k_euler=(4, 8), ddim=(4, 8)))
+    fewest_steps = [s for s in tied.statements if "converged in the fewest steps" in s]
+    assert fewest_steps == ["K_EULER and DDIM (tied) converged in the fewest steps in 1 of 1 topics "
+                            "(anime: 8 steps, 8 calls)."]
+    alone = findings(_derived(analysis, k_euler=(4, 8), ddim=(4, 16)))
+    assert [s for s in alone.statements if "converged in the fewest steps" in s] == [
+        "K_EULER converged in the fewest steps in 1 of 1 topics (anime: 8 steps, 8 calls)."]

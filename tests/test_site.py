@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 
 from reportgen.cli import app, main
 from reportgen.sitefiles import MANIFEST
+from reportgen.sitepages import number
+from reportgen.store import Store
 
 runner = CliRunner()
 CHROMIUM = Path("/usr/bin/chromium")
@@ -179,6 +181,11 @@ def test_guide_tables_come_from_this_run(site: tuple[Path, Path]) -> None:
     # k_heun over the 3 rendered topics at 2 and 4 steps: 3 + 7 model calls each, as registry and as counted
     row = next(line for line in guide.splitlines() if line.startswith("| K\\_HEUN |"))
     assert "| 6 / 8 | 30 | 30 |" in row
+    # its it/s: all steps over all seconds of its images (a mean of per-image ratios favours the short ones)
+    records = [c.record for c in Store(study / "store").cells() if c.record["sampler"] == "k_heun"]
+    assert len(records) == 6
+    it_per_s = sum(r["steps"] for r in records) / sum(r["seconds"] for r in records)
+    assert row.rstrip(" |").endswith(f"| {number(it_per_s)}")
     index = (out / "index.html").read_text()
     assert re.search(r"<span class=\"card-meta\">0 of 4 cells rendered</span>", index)
     later = (out / "topics" / "later.html").read_text()

@@ -25,7 +25,7 @@ def section(study: Path) -> str:
     from reportgen.sitepages import environment, template_dirs
 
     template = environment(template_dirs()).from_string('{% import "_speed.md" as sp %}{{ sp.speed_section(s) }}')
-    return template.render(s=gather_speed(study))
+    return template.render(s=gather_speed(study, titles={"anime": "Anime girl"}))
 
 
 def run(*args: str):
@@ -82,7 +82,9 @@ def test_preview_then_polish(tiny_study: Path):
         assert 0 < row["latent_distance"] < 2 and 0 <= row["ssim_distance"] <= 2
     assert rows[2]["latent_distance"] is None
     text = section(tiny_study)
-    assert "| anime | K\\_EULER | 12 at 2 steps," in text and "| 5 | k\\_euler | not previewed |" in text
+    # topics by title and samplers by label, as every other table names them
+    assert "| Anime girl | K\\_EULER | 12 at 2 steps," in text
+    assert "| Anime girl | 5 | K\\_EULER | not previewed |" in text
 
 
 def test_bad_seeds_write_nothing(tiny_study: Path):
