@@ -21,7 +21,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch.overrides import TorchFunctionMode
@@ -70,7 +70,12 @@ class _Pending:
     images: Any
     latents: Any
     event: Any = None
-    started: float = field(default_factory=time.perf_counter)
+    seconds: float = 0.0  # host time spent decoding and converting these lanes' images
+
+    def wait(self) -> None:
+        """Block until the images have reached host memory (at once on a CPU)."""
+        if self.event is not None:
+            self.event.synchronize()
 
 
 def batched_executor(pipe: Any, model: ModelInfo, cells: Iterable[Cell], *, batch_size: int | None = None,
@@ -160,29 +165,36 @@ class _BatchedRun:
         self._rows_embeds: Any = None
 
     def run(self) -> Iterator[CellOutput]:
-        """Tick until every lane is finished, yielding each cell as soon as it is decoded."""
+        """Tick until every lane is finished, yielding each cell as soon as it is decoded.
+
+        A cell's seconds are its share, by rows, of each tick it took part in (admissions and waits for the
+        GPU included), plus its share of the decode it was part of; so the cells' seconds add up to the
+        render's time, less the store's."""
         active: list[Lane] = []
         pending: list[_Pending] = []
-        clock = time.perf_counter()
         while self.waiting or active:
+            start = time.perf_counter()
             while self.waiting and len(active) < self.lanes:
                 active.append(self._admit(self.waiting.popleft()))
             self._tick(active)
-            now = time.perf_counter()
-            rows = sum(2 if lane.cfg else 1 for lane in active)
-            for lane in active:  # each lane's share of this tick's wall time, by the rows it used
-                lane.seconds += (now - clock) * (2 if lane.cfg else 1) / rows
-            clock = now
-            finished = [lane for lane in active if lane.done]
-            active = [lane for lane in active if not lane.done]
             # Outputs of the previous tick are read back only now, after this tick's work was queued,
             # so a GPU keeps computing while the store encodes and writes PNGs.
             for item in pending:
+                item.wait()  # what a GPU still had to do of the previous tick: counted as this tick's time
+            rows = sum(2 if lane.cfg else 1 for lane in active)
+            elapsed = time.perf_counter() - start
+            for lane in active:
+                lane.seconds += elapsed * (2 if lane.cfg else 1) / rows
+            for item in pending:
                 yield from self._deliver(item)
+            finished = [lane for lane in active if lane.done]
+            active = [lane for lane in active if not lane.done]
             pending = [self._decode(finished[i:i + self.decode_batch])
                        for i in range(0, len(finished), self.decode_batch)]
-            clock = time.perf_counter()
         for item in pending:
+            start = time.perf_counter()
+            item.wait()  # the last tick's work too: these are its lanes
+            item.seconds += time.perf_counter() - start
             yield from self._deliver(item)
 
     def _admit(self, cell: Cell) -> Lane:
@@ -190,7 +202,6 @@ class _BatchedRun:
         from diffusers.utils.torch_utils import randn_tensor
 
         torch, pipe = self.torch, self.pipe
-        start = time.perf_counter()
         scheduler = lane_scheduler(cell, self.model)
         timesteps = scheduler.timesteps
         # The pipeline's do_classifier_free_guidance: guidance > 1 and no guidance-embedding UNet.
@@ -211,10 +222,8 @@ class _BatchedRun:
         # float32 as the UNet's time projection casts them; on the device, so that gathering a tick's
         # timesteps is one kernel and not a host-to-device copy
         times = _to_device(timesteps.to(torch.float32), self.device)
-        lane = Lane(cell, scheduler, timesteps, times, generator, latents, step_kwargs(scheduler, generator), cfg, key,
+        return Lane(cell, scheduler, timesteps, times, generator, latents, step_kwargs(scheduler, generator), cfg, key,
                     cond=cond)
-        lane.seconds = time.perf_counter() - start
-        return lane
 
     def _embeddings(self, key: tuple[str, str, bool]) -> tuple[Any, Any]:
         """Text embeddings (positive, negative or None), encoded once per distinct prompt."""
@@ -287,6 +296,7 @@ class _BatchedRun:
 
     def _decode(self, lanes: list[Lane]) -> _Pending:
         """VAE-decode finished lanes together and start copying the results to host memory."""
+        start = time.perf_counter()
         pipe = self.pipe
         latents = self.torch.cat([lane.latents for lane in lanes])
         vae = pipe.vae
@@ -296,16 +306,16 @@ class _BatchedRun:
         if images.device.type == "cuda":
             item.event = self.torch.cuda.Event()
             item.event.record()
+        item.seconds = time.perf_counter() - start
         return item
 
     def _deliver(self, item: _Pending) -> Iterator[CellOutput]:
-        """Wait for a decode's copy, turn it into PIL images and yield one output per lane."""
+        """Turn a decode's images (already waited for) into PIL images and yield one output per lane."""
         from diffusers.image_processor import VaeImageProcessor
 
-        if item.event is not None:
-            item.event.synchronize()
+        start = time.perf_counter()
         images = VaeImageProcessor.numpy_to_pil(VaeImageProcessor.pt_to_numpy(item.images))
-        share = (time.perf_counter() - item.started) / len(item.lanes)
+        share = (item.seconds + time.perf_counter() - start) / len(item.lanes)
         for lane, image, latents in zip(item.lanes, images, item.latents, strict=True):
             yield finish(lane.cell, image, latents, lane.nfe, lane.seconds + share)
 

@@ -163,3 +163,19 @@ def test_compile_needs_cuda(tiny_study: Path):
     assert isinstance(result.exception, ReportgenError)
     assert "--compile needs the batched executor on a CUDA device" in str(result.exception)
     assert not (tiny_study / "store").exists()
+
+
+def test_cells_seconds_add_up_to_the_render_time(outputs):
+    """Each cell's seconds are its share of the ticks and the decode it took part in: every interval of the
+    render is counted once, so the shares add up to the render's time (no interval twice, none left out)."""
+    import time
+
+    cells, _, _, _ = outputs
+    model = resolve_model("tiny")
+    pipe = load_pipeline(model)
+    start = time.perf_counter()
+    rendered = list(EXECUTORS["batched"](pipe, model, cells, batch_size=3))
+    wall = time.perf_counter() - start
+    total = sum(o.seconds for o in rendered)
+    assert 0.9 * wall <= total <= wall, (total, wall)
+    assert all(o.seconds > 0 for o in rendered)
