@@ -11,11 +11,32 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from reportgen.errors import ReportgenError
 
+
+class Interrupted(Exception):
+    """Ctrl-C while a command ran."""
+
+
+class Commands(TyperGroup):
+    """Typer's command group, except that Ctrl-C and EOFError reach main() instead of Click's handlers."""
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command, turning Ctrl-C into Interrupted and an EOFError into a ReportgenError."""
+        # Click would print only a blank line for Ctrl-C, and "Aborted!" (the user's Ctrl-D) for any EOFError
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted() from None
+        except EOFError as exc:  # no command reads stdin, so this is a file that ends too soon
+            detail = str(exc) or "no data"
+            raise ReportgenError(f"unexpected end of file: {detail} (an empty or truncated file?)") from exc
+
+
 app = typer.Typer(
-    help="Reproducible, measured sampler-convergence guides for Stable Diffusion.",
+    cls=Commands, help="Reproducible, measured sampler-convergence guides for Stable Diffusion.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
 
@@ -32,15 +53,15 @@ StoreOpt = Annotated[Path | None, typer.Option("--store", help="Image store fold
 
 
 def main() -> None:
-    """Entry point: run the app, turning reportgen's errors into one line and exit code 2."""
+    """Entry point: run the app; reportgen's errors become one line and exit 2, Ctrl-C one line and exit 130."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its import-time notices are not ours to print
     try:
         app()
     except ReportgenError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: finished images are stored; run the same command again to resume", err=True)
+    except Interrupted:
+        typer.echo("interrupted: everything finished so far is kept; run the same command again to resume", err=True)
         sys.exit(130)
 
 
@@ -69,6 +90,7 @@ def render(
 
     job = workflow.prepare_render(study, topics=topic or (), samplers=sampler or (), steps=steps or (), model=model,
                                   model_config=model_config, device=device, dtype=dtype, store=store)
+    workflow.check_run_options(job, executor, compile)
     plan = job.plan
     typer.echo(f"{len(plan.cells)} cells: {len(plan.cached)} cached, {len(plan.to_render)} to render "
                f"({plan.nfe_to_run} model calls) with {job.model.spec} on {job.device}/{job.dtype}", err=True)
@@ -166,16 +188,29 @@ def info(image: Annotated[Path, typer.Argument(help="A PNG made by reportgen (or
     if parameters:
         typer.echo(parameters)
     if record:
-        from reportgen.plan import Cell
+        _echo_record(image, record)
 
-        fields = {k: record[k] for k in Cell.__dataclass_fields__ if k in record}
-        cell = Cell(**fields)
-        model = record.get("environment", {}).get("model", "?")
-        typer.echo(f"Topic: {cell.topic}, seed index {cell.seed_index}, key {cell.key}")
-        typer.echo(f"Model identity: {model}, executor: {record.get('executor')}, "
-                   f"model calls: {record.get('nfe_counted')}")
-        typer.echo("Reproduce: reportgen image " + shlex.quote(cell.prompt.to_command())
-                   + f" --model {shlex.quote(record.get('model_spec', 'tiny'))} --out image.png")
+
+def _echo_record(image: Path, record: dict[str, Any]) -> None:
+    """Print what reportgen's record adds to the parameters: topic, key, model and the command that reproduces it."""
+    from reportgen.plan import Cell
+
+    missing = [name for name in Cell.__dataclass_fields__ if name not in record]
+    if missing:
+        raise ReportgenError(f"{image}: reportgen's record is incomplete (no {', '.join(missing)}), "
+                             "so the command that reproduces it is unknown")
+    cell = Cell(**{name: record[name] for name in Cell.__dataclass_fields__})
+    environment = record.get("environment")
+    identity = environment.get("model", "?") if isinstance(environment, dict) else "?"
+    typer.echo(f"Topic: {cell.topic}, seed index {cell.seed_index}, key {cell.key}")
+    typer.echo(f"Model identity: {identity}, executor: {record.get('executor')}, "
+               f"model calls: {record.get('nfe_counted')}")
+    command = f"reportgen image {shlex.quote(cell.prompt.to_command())}"
+    spec = record.get("model_spec")
+    if isinstance(spec, str):
+        typer.echo(f"Reproduce: {command} --model {shlex.quote(spec)} --out image.png")
+    else:  # older records: guessing a model would reproduce another image
+        typer.echo(f"Reproduce: {command} --model MODEL --out image.png (model unknown: the record does not name it)")
 
 
 @app.command()

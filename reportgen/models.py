@@ -98,6 +98,8 @@ def pick_device(device: str | None = None, dtype: str | None = None) -> tuple[st
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError(f"device {device!r} asked for, but CUDA is not available")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelError(f"device {device!r} asked for, but MPS is not available")
     if device not in ("cpu", "mps") and not device.startswith("cuda"):
         raise ModelError(f"unknown device {device!r} (use cpu, cuda, cuda:N or mps)")
     if dtype is None:
@@ -112,9 +114,12 @@ def load_pipeline(info: ModelInfo, device: str = "cpu", dtype: str = "float32") 
     import torch
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
-    diffusers_logging.set_verbosity_error()
+    # diffusers logs a failed load before raising it, and we report that failure ourselves, in one line
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
     diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
     torch_dtype = getattr(torch, dtype)
     try:
         if info.kind == "tiny":
@@ -128,7 +133,8 @@ def load_pipeline(info: ModelInfo, device: str = "cpu", dtype: str = "float32") 
             assert info.path is not None
             pipe = StableDiffusionPipeline.from_pretrained(info.path, local_files_only=True, safety_checker=None,
                                                            requires_safety_checker=False)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        _check_tokenizer(pipe.tokenizer)
+    except Exception as exc:  # third-party code reading third-party files fails in many ways; each means "cannot load"
         if info.kind == "single-file" and info.config is None:
             raise ModelError(_single_file_hint(info)) from None
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -136,6 +142,12 @@ def load_pipeline(info: ModelInfo, device: str = "cpu", dtype: str = "float32") 
     pipe.safety_checker = None
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device=device, dtype=torch_dtype)
+
+
+def _check_tokenizer(tokenizer: Any) -> None:
+    """Refuse a tokenizer with no vocabulary: transformers makes one, without error, from a missing tokenizer/."""
+    if tokenizer is None or tokenizer.vocab_size <= len(tokenizer.all_special_tokens):
+        raise ValueError("it has no usable tokenizer (is its tokenizer folder missing or empty?)")
 
 
 def _single_file_hint(info: ModelInfo) -> str:

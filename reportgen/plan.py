@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable
@@ -13,7 +14,7 @@ from reportgen.models import ModelInfo
 from reportgen.prompt import Prompt
 from reportgen.samplers import get_sampler
 from reportgen.store import Store
-from reportgen.study import Study
+from reportgen.study import MAX_STEPS, Study
 
 KEY_VERSION = 1
 
@@ -73,6 +74,28 @@ def scheduler_config(sampler: str, base_config: dict[str, Any]) -> dict[str, Any
                                                    if not k.startswith("_")}}
 
 
+def check_steps(sampler: str, steps: int, model: ModelInfo) -> None:
+    """Raise StudyError unless `sampler`'s scheduler, built for `model`, accepts `steps` steps."""
+    if steps > MAX_STEPS:  # before set_timesteps, which allocates per step
+        raise StudyError(f"{steps} steps is over the limit of {MAX_STEPS}")
+    name = get_sampler(sampler).name
+    reason = _steps_refused(name, steps, json.dumps(model.scheduler_config, sort_keys=True, default=str))
+    if reason is not None:
+        raise StudyError(f"sampler {name} cannot run {steps} steps with model {model.spec}: {reason}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _steps_refused(sampler: str, steps: int, base_config: str) -> str | None:
+    """Why diffusers' scheduler for `sampler` refuses `steps` steps, or None; cached across plans and commands."""
+    # Built exactly as rendering builds it (batched.lane_scheduler), so a refusal here is one there.
+    scheduler = get_sampler(sampler).make_scheduler(json.loads(base_config))
+    try:
+        scheduler.set_timesteps(steps, device="cpu")
+    except ValueError as exc:
+        return " ".join(str(exc).split())
+    return None
+
+
 def cell_key(environment: dict[str, str], scheduler: dict[str, Any], prompt: Prompt, sampler: str, steps: int) -> str:
     """SHA-256 over everything that changes a cell's pixels."""
     payload = {
@@ -118,6 +141,8 @@ def plan(study: Study, model: ModelInfo, device: str, dtype: str, store: Store, 
                     ))
     if not cells:
         raise StudyError("no cells match the --topic/--sampler/--steps filters")
+    for name, n in dict.fromkeys((c.sampler, c.steps) for c in cells):
+        check_steps(name, n, model)
     cached = tuple(c for c in cells if store.has(c.key))
     cached_keys = {c.key for c in cached}
     return Plan(tuple(cells), cached, tuple(c for c in cells if c.key not in cached_keys), environment)

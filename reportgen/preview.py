@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reportgen.errors import ReportgenError
+from reportgen.errors import ReportgenError, StudyError
 from reportgen.models import load_pipeline, pick_device, resolve_model
-from reportgen.plan import Cell, Plan, runtime_environment
+from reportgen.plan import Cell, Plan, check_steps, runtime_environment
 from reportgen.render import RenderResult, render
 from reportgen.samplers import get_sampler
 from reportgen.speed import make_cell, record_workflow_run
 from reportgen.store import Store, atomic_write
-from reportgen.study import load_study, topic_seeds
+from reportgen.study import MAX_CELLS, load_study, topic_seeds
 
 DEFAULT_SAMPLER = "k_lms"  # deterministic, converges: its previews predict its finals (the guide's advice)
 SHEET_COLUMNS = 10
@@ -39,7 +39,7 @@ def parse_seeds(text: str) -> list[int]:
     """'17,42' -> [17, 42]; ReportgenError naming the bad item otherwise."""
     seeds = []
     for item in (part.strip() for part in text.split(",")):
-        if not item.isdigit() or int(item) >= 2**32:
+        if not (item.isascii() and item.isdigit()) or int(item) >= 2**32:  # isdigit alone accepts '²'
             raise ReportgenError(f"--seeds: {item!r} is not a seed (an integer from 0 to 4294967295)")
         seeds.append(int(item))
     return list(dict.fromkeys(seeds))
@@ -50,6 +50,8 @@ def run_preview(study_path: Path, topic: str, *, count: int = 100, steps: int = 
     """Render `count` seeds of `topic` (its seed, then the next ones) at `steps` and draw a contact sheet."""
     if count <= 0 or steps <= 0:
         raise ReportgenError(f"--count and --steps must be > 0, got {count} and {steps}")
+    if count > MAX_CELLS:  # before the seeds are built: they are held in memory
+        raise ReportgenError(f"--count {count} is over the limit of {MAX_CELLS} previews")
     study = load_study(study_path)
     the_topic = study.topic(topic)
     seeds = list(topic_seeds(the_topic.prompt, count))
@@ -71,6 +73,7 @@ def _run(kind: str, study_path: Path, topic: str, seeds: list[int], steps: int, 
     the_topic = study.topic(topic)
     name = get_sampler(sampler or DEFAULT_SAMPLER).name
     info = resolve_model(model or study.model, model_config)
+    check_steps(name, steps, info)
     device, dtype = pick_device(device, dtype)
     environment = runtime_environment(info, device, dtype)
     the_store = Store(store if store is not None else study.root / "store")
@@ -90,13 +93,17 @@ def _run(kind: str, study_path: Path, topic: str, seeds: list[int], steps: int, 
         else:
             paths = tuple(_copy_final(study.root, c, the_store) for c in cells if the_store.has(c.key))
     records = {c.key: stored.record if (stored := the_store.get(c.key)) else {} for c in cells}
-    record_workflow_run(study.root, {
+    run = {
         "kind": kind, "topic": topic, "sampler": name, "steps": steps, "executor": "batched", "device": device,
         "model": info.spec, "rendered": result.rendered, "cached": result.cached, "nfe": result.nfe,
         "seconds": round(seconds, 4), "store": str(the_store.root.resolve()),
         # Each cell's own measured time, from its stored record, so cached cells keep the time they cost.
         "cells": [{"seed": c.seed, "key": c.key, "seconds": records[c.key].get("seconds")} for c in cells],
-    })
+    }
+    try:
+        record_workflow_run(study.root, run)
+    except StudyError as exc:
+        raise StudyError(f"the images are stored, but the run is not recorded: {exc}") from None
     return WorkflowResult(kind, cells, result, seconds, paths)
 
 

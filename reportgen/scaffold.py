@@ -6,7 +6,7 @@ from pathlib import Path
 
 from reportgen.errors import ReportgenError, StudyError
 from reportgen.prompt import parse_prompt
-from reportgen.study import SLUG, split_front_matter
+from reportgen.study import SLUG, parse_topic, read_settings, read_topic_text, split_front_matter
 
 STUB = """Write what this topic shows here, in Markdown. For example: which samplers settle first as the steps
 grow, which keep changing, and from how many steps a preview already shows the final image.
@@ -14,21 +14,19 @@ grow, which keep changing, and from how many steps a preview already shows the f
 
 
 def new_topic(study: Path, slug: str, title: str, prompt: str) -> Path:
-    """Create `study/topics/<slug>.md`; refuse a bad slug, title or prompt, or an existing file."""
+    """Create `study/topics/<slug>.md`; refuse a bad slug or title, a page load_study would refuse, an existing file."""
     if not SLUG.match(slug):
         raise StudyError(f"bad topic slug {slug!r}: use 1-64 of a-z, 0-9, '-' and '_', starting with a letter or digit")
     if not title.strip() or "\n" in title:
         raise StudyError("--title must be one non-empty line")
-    if not (study / "study.toml").is_file():
-        raise StudyError(f"no study.toml in {study}")
+    settings = read_settings(study)
     try:
         parsed = parse_prompt(prompt)
     except ReportgenError as exc:
         raise StudyError(f"--prompt: {exc}") from None
-    if parsed.seed is None:
-        raise StudyError("--prompt needs a seed (-S), so that the topic's images are reproducible")
     path = study / "topics" / f"{slug}.md"
     text = _page(title.strip(), parsed.to_command(), _next_order(study / "topics"))
+    parse_topic(path, text, settings)  # refuse now what every later `render` of this study would refuse
     try:
         path.parent.mkdir(exist_ok=True)
         with open(path, "x", encoding="utf-8") as handle:  # "x": never overwrite a contributor's page
@@ -54,8 +52,8 @@ def _next_order(topics: Path) -> int:
     orders = [0]
     for path in sorted(topics.glob("*.md")) if topics.is_dir() else []:
         try:
-            meta, _ = split_front_matter(path.read_text(encoding="utf-8"), str(path))
-        except (ReportgenError, OSError, UnicodeDecodeError):
+            meta, _ = split_front_matter(read_topic_text(path), str(path))
+        except ReportgenError:
             continue
         order = meta.get("order")
         if isinstance(order, int) and not isinstance(order, bool):

@@ -342,10 +342,10 @@ def _planned_cells(study: Study, info: ModelInfo, device: str | None, dtype: str
 
 
 def _resolve_device(device: str | None, dtype: str | None) -> tuple[str, str]:
-    """(device, dtype) as render picks them; a named CUDA device needs no GPU here, only the keys of its cells."""
+    """(device, dtype) as render picks them; a named CUDA or MPS device needs no GPU here, only its cells' keys."""
     from reportgen.models import pick_device
 
-    if device is not None and device.startswith("cuda"):
+    if device is not None and (device.startswith("cuda") or device == "mps"):
         dtype = dtype or "float16"
         if dtype not in ("float32", "float16", "bfloat16"):
             raise SiteError(f"unknown dtype {dtype!r} (use float32, float16 or bfloat16)")

@@ -83,7 +83,18 @@ def render_pages(env: Any, pages: list[tuple[str, str, dict[str, Any]]]) -> dict
             raise SiteError(f"template not found: {exc.name}") from None
         except jinja2.UndefinedError as exc:
             raise SiteError(f"template {template} (for {path}): {exc.message}") from None
+        except Exception as exc:  # a template is code, and may fail as code does: 1/0, a filter given a bad value
+            where = _failed_line(exc, template)
+            raise SiteError(f"template {where} (for {path}): {type(exc).__name__}: {exc}") from None
     return out
+
+
+def _failed_line(exc: Exception, template: str) -> str:
+    """'FILE, line N' of the innermost template frame of `exc` (Jinja maps its frames to template lines)."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.endswith((".html", ".md"))]
+    return f"{Path(frames[-1].filename).name}, line {frames[-1].lineno}" if frames else template
 
 
 def asset_files(dirs: list[Path]) -> dict[str, Path]:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reportgen.errors import ReportgenError
+from reportgen.errors import ReportgenError, SamplerError, StudyError
 from reportgen.models import ModelInfo, load_pipeline, pick_device, resolve_model
-from reportgen.plan import Cell, cell_key, runtime_environment, scheduler_config
+from reportgen.plan import Cell, cell_key, check_steps, runtime_environment, scheduler_config
 from reportgen.samplers import get_sampler
 from reportgen.store import atomic_write
 from reportgen.study import Topic, load_study
@@ -77,6 +77,8 @@ def measure_speed(study_path: Path, *, samplers: Iterable[str] = (), steps: int 
     names = [get_sampler(s).name for s in samplers] or list(study.samplers)
     the_topic = study.topic(topic) if topic else study.topics[0]
     info = resolve_model(model or study.model, model_config)
+    for name in names:
+        check_steps(name, steps, info)
     device, dtype = pick_device(device, dtype)
     environment = runtime_environment(info, device, dtype)
     pipe = load_pipeline(info, device, dtype)
@@ -104,8 +106,7 @@ def measure_speed(study_path: Path, *, samplers: Iterable[str] = (), steps: int 
 def record_workflow_run(study_root: Path, run: dict[str, Any], keep: int = 200) -> None:
     """Append one preview or polish run to STUDY/workflow.json (the newest `keep` are kept)."""
     path = study_root / WORKFLOW_FILE
-    data = _read_json(path) or {"format": SPEED_FORMAT, "runs": []}
-    runs = [*data.get("runs", []), {**run, "at": _now()}][-keep:]
+    runs = [*_read_workflow(path), {**run, "at": _now()}][-keep:]
     atomic_write(path, (json.dumps({"format": SPEED_FORMAT, "runs": runs}, indent=2) + "\n").encode())
 
 
@@ -146,8 +147,7 @@ def worked_example(study_root: Path, sampler: str = "k_lms", *, images: int = 10
 
 def workflow_runs(study_root: Path) -> list[dict[str, Any]]:
     """Every recorded preview and polish run, oldest first."""
-    data = _read_json(Path(study_root) / WORKFLOW_FILE)
-    return list(data.get("runs", [])) if data else []
+    return _read_workflow(Path(study_root) / WORKFLOW_FILE)
 
 
 def preview_polish(study_root: Path) -> list[dict[str, Any]]:
@@ -246,6 +246,50 @@ def gather_speed(study_root: Path, example_sampler: str = "k_lms",
         width=speed["width"] if speed else 0, height=speed["height"] if speed else 0, rows=rows,
         example=worked_example(study_root, name) if rows else None, workflow=workflow,
         closeness=tuple({**c, "title": titles.get(c["topic"], c["topic"])} for c in preview_polish(study_root)))
+
+
+def _read_workflow(path: Path) -> list[dict[str, Any]]:
+    """The runs in workflow.json ([] when there is none); StudyError naming the file if it is malformed."""
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        problem = _workflow_problem(data)
+    except OSError as exc:
+        problem = f"cannot read it: {exc.strerror or exc}"
+    except ValueError as exc:
+        problem = f"invalid JSON: {exc}"
+    if problem:
+        # Never overwritten or skipped: the file holds the measured history of every preview and polish.
+        raise StudyError(f"{path}: {problem}; repair the file or move it away (the next preview or polish "
+                         "then starts a new one)")
+    return list(data["runs"])
+
+
+def _workflow_problem(data: Any) -> str:
+    """What keeps `data` from being a workflow record the site can read; '' if nothing does."""
+    if not isinstance(data, dict) or data.get("format") != SPEED_FORMAT or not isinstance(data.get("runs"), list):
+        return f'not a workflow record ({{"format": {SPEED_FORMAT}, "runs": [...]}})'
+    for number, run in enumerate(data["runs"], 1):
+        if not isinstance(run, dict) or run.get("kind") not in ("preview", "polish"):
+            return f"run {number}: kind must be 'preview' or 'polish'"
+        for name in ("topic", "sampler", "executor", "store"):
+            if not isinstance(run.get(name), str):
+                return f"run {number}: {name} must be a string"
+        if not isinstance(run.get("steps"), int) or isinstance(run["steps"], bool) or run["steps"] <= 0:
+            return f"run {number}: steps must be a positive integer"
+        try:
+            get_sampler(run["sampler"])
+        except SamplerError as exc:
+            return f"run {number}: {exc}"
+        cells = run.get("cells")
+        if not isinstance(cells, list) or not cells:
+            return f"run {number}: cells must be a non-empty list"
+        for cell in cells:
+            if not (isinstance(cell, dict) and isinstance(cell.get("seed"), int) and isinstance(cell.get("key"), str)
+                    and isinstance(cell.get("seconds", ""), (int, float, type(None)))):
+                return f"run {number}: each cell needs an integer seed, a string key and seconds (a number or null)"
+    return ""
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -8,7 +8,8 @@ Layout under the store root:
 
 Every write goes to a temporary file in the same folder, is flushed to disk, then renamed into place,
 so a render killed at any moment leaves either the whole file or none. The PNG is written last: a cell
-counts as stored only when its image reads back whole and its record names its key.
+counts as stored only when its image reads back whole, its record names its key and its latents file is a
+whole float32 array (anything else is rendered again).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,7 +68,7 @@ class Store:
         if record is None or record.get("key") != key:
             return None
         latents = self.latents_path(key)
-        if not latents.is_file():
+        if not latents_whole(latents):
             return None
         return StoredCell(key, path, latents, record)
 
@@ -148,6 +150,21 @@ def read_record(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def latents_whole(path: Path) -> bool:
+    """Whether `path` is a whole C-ordered float32 .npy file; reads only its header, not the array."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran_order, dtype = read_header(handle)
+            size = os.fstat(handle.fileno()).st_size
+            return (dtype == np.dtype(np.float32) and not fortran_order
+                    and size == handle.tell() + math.prod(shape) * 4)
+    except Exception:  # numpy raises many types for a bad header; each means "not whole"
+        return False
 
 
 def read_parameters(path: Path) -> tuple[str | None, dict[str, Any] | None]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reportgen.errors import PromptError, ReportgenError, StudyError
+from reportgen.errors import PromptError, ReportgenError, SamplerError, StudyError
 from reportgen.prompt import MAX_SEED, Prompt, parse_prompt
 from reportgen.samplers import get_sampler
 
@@ -22,6 +22,8 @@ _STUDY_KEYS = {
     "reference_sampler", "thresholds", "max_cells", "max_pixels", "speed",
 }
 _TOPIC_KEYS = {"title", "prompt", "order", "steps", "seeds", "samplers"}
+THRESHOLD_KEYS = ("metric", "indicator", "converged", "limit")  # their values: measure.load_thresholds
+SPEED_KEYS = ("steps", "samples")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,24 @@ class Study:
         raise StudyError(f"no topic {slug!r} in {self.root}; topics: {', '.join(t.slug for t in self.topics)}")
 
 
+@dataclass(frozen=True)
+class Settings:
+    """study.toml, validated: the study-wide settings that every topic page is checked against."""
+
+    root: Path
+    title: str
+    description: str
+    model: str
+    samplers: tuple[str, ...]
+    steps: tuple[int, ...]
+    seeds: int
+    negative_prompt: str
+    reference_sampler: str
+    max_cells: int
+    max_pixels: int
+    tables: dict[str, dict[str, Any]]
+
+
 def topic_seeds(prompt: Prompt, count: int) -> tuple[int, ...]:
     """The topic's `-S` seed, then `count - 1` more derived from it: S+1, S+2, ... (mod 2**32)."""
     if prompt.seed is None:
@@ -71,6 +91,29 @@ def topic_seeds(prompt: Prompt, count: int) -> tuple[int, ...]:
 
 def load_study(root: Path | str) -> Study:
     """Read and validate a study folder; raise StudyError naming the bad file and value."""
+    settings = read_settings(root)
+    root = settings.root
+    topics_dir = root / "topics"
+    paths = sorted(topics_dir.glob("*.md")) if topics_dir.is_dir() else []
+    if not paths:
+        raise StudyError(f"no topics/*.md in {root}")
+    topics = [parse_topic(p, read_topic_text(p), settings) for p in paths]
+    topics.sort(key=lambda t: (t.order, t.slug))
+
+    cells = sum(len(t.samplers) * len(t.steps) * len(t.seeds) for t in topics)
+    if cells > settings.max_cells:
+        raise StudyError(f"{root / 'study.toml'}: the study has {cells} cells, over max_cells = "
+                         f"{settings.max_cells}; raise it to go on")
+    return Study(
+        root=root, title=settings.title, description=settings.description, model=settings.model,
+        samplers=settings.samplers, steps=settings.steps, seeds=settings.seeds, topics=tuple(topics),
+        reference_sampler=settings.reference_sampler,
+        settings=settings.tables | {"negative_prompt": settings.negative_prompt},
+    )
+
+
+def read_settings(root: Path | str) -> Settings:
+    """Read and validate a study folder's study.toml; raise StudyError naming the file and the bad value."""
     root = Path(root)
     toml_path = root / "study.toml"
     if not root.is_dir():
@@ -92,38 +135,35 @@ def load_study(root: Path | str) -> Study:
     steps = _steps(data.get("steps"), where, required=True)
     seeds = _positive_int(data.get("seeds", 1), "seeds", where)
     negative = _string(data, "negative_prompt", where, default="")
-    reference = get_sampler(_string(data, "reference_sampler", where, default="k_heun")).name
+    try:
+        reference = get_sampler(_string(data, "reference_sampler", where, default="k_heun")).name
+    except SamplerError as exc:
+        raise StudyError(f"{where}: reference_sampler: {exc}") from None
     max_cells = _positive_int(data.get("max_cells", MAX_CELLS), "max_cells", where)
     if max_cells > CELLS_CEILING:
         raise StudyError(f"{where}: max_cells = {max_cells} is over the ceiling of {CELLS_CEILING}")
     max_pixels = _positive_int(data.get("max_pixels", MAX_PIXELS), "max_pixels", where)
-    for name in ("thresholds", "speed"):
-        if name in data and not isinstance(data[name], dict):
-            raise StudyError(f"{where}: {name} must be a table")
-    speed = data.get("speed", {})  # [thresholds] is checked with its metric's defaults (measure.load_thresholds)
-    unknown = sorted(set(speed) - {"steps", "samples"})
-    if unknown:
-        raise StudyError(f"{where}: [speed]: unknown key {unknown[0]!r} (known: steps, samples)")
-    for key, value in speed.items():
+    tables = {name: _table(data, name, known, where)
+              for name, known in (("thresholds", THRESHOLD_KEYS), ("speed", SPEED_KEYS)) if name in data}
+    for key, value in tables.get("speed", {}).items():
         _positive_int(value, f"[speed] {key}", where)
-
-    topics_dir = root / "topics"
-    paths = sorted(topics_dir.glob("*.md")) if topics_dir.is_dir() else []
-    if not paths:
-        raise StudyError(f"no topics/*.md in {root}")
     if seeds > max_cells:  # checked before any seed list is built: a huge count must not hang the load
         raise StudyError(f"{where}: seeds = {seeds} is over max_cells = {max_cells}; raise max_cells to go on")
-    topics = [_load_topic(p, samplers, steps, seeds, negative, max_pixels, max_cells) for p in paths]
-    topics.sort(key=lambda t: (t.order, t.slug))
-
-    cells = sum(len(t.samplers) * len(t.steps) * len(t.seeds) for t in topics)
-    if cells > max_cells:
-        raise StudyError(f"{where}: the study has {cells} cells, over max_cells = {max_cells}; raise it to go on")
-    return Study(
+    return Settings(
         root=root, title=title, description=_string(data, "description", where, default=""), model=model,
-        samplers=samplers, steps=steps, seeds=seeds, topics=tuple(topics), reference_sampler=reference,
-        settings={k: v for k, v in data.items() if k in ("thresholds", "speed")} | {"negative_prompt": negative},
+        samplers=samplers, steps=steps, seeds=seeds, negative_prompt=negative, reference_sampler=reference,
+        max_cells=max_cells, max_pixels=max_pixels, tables=tables,
     )
+
+
+def read_topic_text(path: Path) -> str:
+    """A topic page's text (a leading byte-order mark dropped); StudyError if it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise StudyError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:  # a folder, a dangling link, no permission
+        raise StudyError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def split_front_matter(text: str, where: str) -> tuple[dict[str, Any], str]:
@@ -145,16 +185,13 @@ def split_front_matter(text: str, where: str) -> tuple[dict[str, Any], str]:
     return dict(post.metadata), post.content
 
 
-def _load_topic(path: Path, samplers: tuple[str, ...], steps: tuple[int, ...], seeds: int,
-                negative: str, max_pixels: int, max_cells: int) -> Topic:
+def parse_topic(path: Path, text: str, settings: Settings) -> Topic:
+    """Validate the page `text` of the topic file `path` against the study's settings; StudyError if bad."""
     where = str(path)
     slug = path.stem
     if not SLUG.match(slug):
         raise StudyError(f"{where}: bad topic slug {slug!r} (use a-z, 0-9, '-' and '_')")
-    try:
-        meta, body = split_front_matter(path.read_text(encoding="utf-8"), where)
-    except UnicodeDecodeError:
-        raise StudyError(f"{where}: not UTF-8 text") from None
+    meta, body = split_front_matter(text, where)
     unknown = sorted(set(map(str, meta)) - _TOPIC_KEYS)
     if unknown:
         raise StudyError(f"{where}: unknown front matter key {unknown[0]!r}")
@@ -166,21 +203,26 @@ def _load_topic(path: Path, samplers: tuple[str, ...], steps: tuple[int, ...], s
             raise PromptError("a topic's prompt needs a seed (-S)")
     except ReportgenError as exc:
         raise StudyError(f"{where}: {exc}") from None
-    if prompt.width * prompt.height > max_pixels:
-        raise StudyError(f"{where}: {prompt.width}x{prompt.height} is over max_pixels = {max_pixels}; "
+    if prompt.sampler is not None:  # kept with the prompt and shown on the site, so it must name a real one
+        try:
+            get_sampler(prompt.sampler)
+        except SamplerError as exc:
+            raise StudyError(f"{where}: -A: {exc}") from None
+    if prompt.width * prompt.height > settings.max_pixels:
+        raise StudyError(f"{where}: {prompt.width}x{prompt.height} is over max_pixels = {settings.max_pixels}; "
                          "raise max_pixels in study.toml to go on")
-    if negative and not prompt.negative:
-        prompt = prompt.with_(negative=negative)
+    if settings.negative_prompt and not prompt.negative:
+        prompt = prompt.with_(negative=settings.negative_prompt)
     order = meta.get("order", 0)
     if not isinstance(order, int) or isinstance(order, bool):
         raise StudyError(f"{where}: order must be an integer, got {order!r}")
-    topic_steps = _steps(meta.get("steps"), where) or steps
+    topic_steps = _steps(meta.get("steps"), where) or settings.steps
     if prompt.steps is not None and prompt.steps not in topic_steps:
         topic_steps = tuple(sorted({*topic_steps, *_steps([prompt.steps], where)}))
-    topic_samplers = _samplers(meta.get("samplers"), where) or samplers
-    count = _positive_int(meta.get("seeds", seeds if prompt.count is None else prompt.count), "seeds", where)
-    if count > max_cells:
-        raise StudyError(f"{where}: {count} seeds is over max_cells = {max_cells}; "
+    topic_samplers = _samplers(meta.get("samplers"), where) or settings.samplers
+    count = _positive_int(meta.get("seeds", settings.seeds if prompt.count is None else prompt.count), "seeds", where)
+    if count > settings.max_cells:
+        raise StudyError(f"{where}: {count} seeds is over max_cells = {settings.max_cells}; "
                          "raise max_cells in study.toml to go on")
     return Topic(slug=slug, title=title, prompt=prompt, order=order, commentary=body, steps=topic_steps,
                  seeds=topic_seeds(prompt, count), samplers=topic_samplers, path=path)
@@ -196,6 +238,15 @@ def _string(data: dict[str, Any], key: str, where: str, *, required: bool = Fals
         raise StudyError(f"{where}: {key} must be a non-empty string" if required
                          else f"{where}: {key} must be a string")
     return value
+
+
+def _table(data: dict[str, Any], name: str, known: tuple[str, ...], where: str) -> dict[str, Any]:
+    if not isinstance(data[name], dict):
+        raise StudyError(f"{where}: {name} must be a table")
+    unknown = sorted(set(data[name]) - set(known))
+    if unknown:
+        raise StudyError(f"{where}: [{name}]: unknown key {unknown[0]!r} (known: {', '.join(known)})")
+    return data[name]
 
 
 def _positive_int(value: Any, key: str, where: str) -> int:

@@ -9,7 +9,16 @@ from typing import Any
 
 from reportgen.errors import ReportgenError
 from reportgen.models import ModelInfo, load_pipeline, pick_device, resolve_model
-from reportgen.plan import Cell, Plan, cell_key, cell_record, plan, runtime_environment, scheduler_config
+from reportgen.plan import (
+    Cell,
+    Plan,
+    cell_key,
+    cell_record,
+    check_steps,
+    plan,
+    runtime_environment,
+    scheduler_config,
+)
 from reportgen.prompt import parse_prompt
 from reportgen.render import EXECUTORS, VERSION, CellOutput, RenderResult, parameters_text, render
 from reportgen.samplers import get_sampler
@@ -45,11 +54,7 @@ def run_render(job: RenderJob, executor: str = "batched",
                on_cell: Callable[[CellOutput], None] | None = None,
                batch_size: int | None = None, compile: bool = False) -> tuple[RenderResult, list[Path]]:
     """Hold the store's lock, render what is missing, then draw one grid per topic and seed."""
-    if executor not in EXECUTORS:  # before the store is touched: bad input writes nothing
-        raise ReportgenError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
-    if compile and (executor != "batched" or not job.device.startswith("cuda")):
-        raise ReportgenError(f"--compile needs the batched executor on a CUDA device (here: {executor} on "
-                             f"{job.device})")
+    check_run_options(job, executor, compile)  # before the store is touched: bad input writes nothing
     with job.store.lock():
         job.store.clean_temporary()
         result = RenderResult(cells=len(job.plan.cells), cached=len(job.plan.cached))
@@ -59,6 +64,15 @@ def run_render(job: RenderJob, executor: str = "batched",
             result = render(job.plan, pipe, job.model, job.store, executor=executor, on_cell=on_cell, **options)
         grids = write_grids(job.study, job.plan.cells, job.store, job.study.root / "grids")
     return result, grids
+
+
+def check_run_options(job: RenderJob, executor: str, compile: bool) -> None:
+    """Refuse an unknown executor, or --compile where it cannot run; a dry run checks these too."""
+    if executor not in EXECUTORS:
+        raise ReportgenError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    if compile and (executor != "batched" or not job.device.startswith("cuda")):
+        raise ReportgenError(f"--compile needs the batched executor on a CUDA device (here: {executor} on "
+                             f"{job.device})")
 
 
 def write_grids(study: Study, cells: Iterable[Cell], store: Store, out_dir: Path) -> list[Path]:
@@ -104,13 +118,12 @@ def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Pa
     assert prompt.sampler is not None and prompt.steps is not None and prompt.seed is not None
     if out.suffix.lower() != ".png":
         raise ReportgenError(f"--out must be a .png file, got {out}")
-    from reportgen.study import MAX_PIXELS, MAX_STEPS
+    from reportgen.study import MAX_PIXELS
 
     if prompt.width * prompt.height > MAX_PIXELS:  # a study can raise this limit (max_pixels); one image cannot
         raise ReportgenError(f"{prompt.width}x{prompt.height} is over the limit of {MAX_PIXELS} pixels per image")
-    if prompt.steps > MAX_STEPS:
-        raise ReportgenError(f"{prompt.steps} steps is over the limit of {MAX_STEPS}")
     info = resolve_model(model, model_config)
+    check_steps(prompt.sampler, prompt.steps, info)  # the 10,000 ceiling, and what the sampler's scheduler accepts
     device, dtype = pick_device(device, dtype)
     environment = runtime_environment(info, device, dtype)
     key = cell_key(environment, scheduler_config(prompt.sampler, info.scheduler_config), prompt, prompt.sampler,

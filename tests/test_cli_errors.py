@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -10,6 +11,10 @@ from pathlib import Path
 
 import pytest
 from conftest import run_main as cli
+from conftest import write_study
+from PIL import Image
+
+from reportgen.store import encode_png
 
 TOPIC = "---\ntitle: Anime\nprompt: '{prompt}'\n{extra}---\n\nCommentary.\n"
 GOOD = '"an anime girl" -W32 -H32 -C7.5 -S3031912972'
@@ -75,6 +80,10 @@ CASES = {
     "unknown topic filter": (nothing, ["--topic", "tiger"], "no topic 'tiger'"),
     "unknown device": (nothing, ["--device", "tpu"], "unknown device 'tpu'"),
     "unknown dtype": (nothing, ["--dtype", "float8"], "unknown dtype 'float8'"),
+    "--dry-run with an unknown executor": (nothing, ["--dry-run", "--executor", "nonsense"],
+                                           "unknown executor 'nonsense'"),
+    "--dry-run --compile without batches": (nothing, ["--dry-run", "--compile", "--executor", "pipeline"],
+                                            "--compile needs the batched executor on a CUDA device"),
 }
 
 
@@ -121,3 +130,80 @@ def test_real_subprocess_prints_one_line_and_no_traceback(tiny_study: Path):
         f"error: {tiny_study / 'study.toml'}: unknown sampler 'k_eulr'; did you mean k_euler, k_euler_a, k_heun?"]
     assert done.stdout == ""
     assert not (tiny_study / "store").exists() and not (tiny_study / "grids").exists()
+
+
+def test_ctrl_c_says_what_is_kept_and_exits_130(tmp_path: Path):
+    study = write_study(tmp_path / "study", samplers=["k_euler", "k_heun", "k_lms"], steps=[1000], seeds=2,
+                        topics={"anime": GOOD})  # minutes of work: still rendering when Ctrl-C comes
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "reportgen", "render", str(study)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # the plan's line comes just before the model loads and cells render
+            if " cells: " in line:
+                break
+        process.send_signal(signal.SIGINT)
+        err = process.communicate(timeout=120)[1]
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == (
+        "interrupted: everything finished so far is kept; run the same command again to resume")
+    assert "Traceback" not in err and "Aborted" not in err
+
+
+def test_end_of_file_is_an_error_not_a_user_abort(tiny_study: Path, capsys, monkeypatch):
+    def truncated(*args: object, **kwargs: object) -> None:
+        raise EOFError("No data left in file")  # what np.load says of an empty .npy file
+
+    monkeypatch.setattr("reportgen.measure.analyze", truncated)
+    code, err = cli(capsys, monkeypatch, "analyze", tiny_study)
+    assert (code, err.strip()) == (2, "error: unexpected end of file: No data left in file "
+                                      "(an empty or truncated file?)")
+
+
+def run_with_output(capsys, monkeypatch, *args: object) -> tuple[int, str, str]:
+    """Like run_main, but return (exit code, stdout, stderr)."""
+    from reportgen.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["reportgen", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+PARAMETERS = "a cat\nSteps: 2, Sampler: Euler, CFG scale: 7.5, Seed: 1, Size: 32x32"
+RECORD = {"topic": "cats", "seed_index": 0, "seed": 1, "sampler": "k_euler", "steps": 2, "text": "a cat",
+          "negative": "", "width": 32, "height": 32, "cfg": 7.5, "key": "0" * 64, "nfe": 2}
+
+
+def test_info_on_an_incomplete_record_prints_the_parameters_and_says_so(tmp_path: Path, capsys, monkeypatch):
+    image = tmp_path / "partial.png"
+    image.write_bytes(encode_png(Image.new("RGB", (8, 8)), PARAMETERS, {"topic": "a"}))
+    code, out, err = run_with_output(capsys, monkeypatch, "info", image)
+    assert code == 2
+    assert out == PARAMETERS + "\n"
+    assert err.startswith(f"error: {image}: reportgen's record is incomplete (no seed_index, seed, ")
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_info_without_model_spec_does_not_guess_the_model(tmp_path: Path, capsys, monkeypatch):
+    image = tmp_path / "old.png"
+    image.write_bytes(encode_png(Image.new("RGB", (8, 8)), PARAMETERS, RECORD))
+    code, out, err = run_with_output(capsys, monkeypatch, "info", image)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-1] == ("Reproduce: reportgen image '\"a cat\" -W32 -H32 -C7.5 -S1 -s2 -Ak_euler' "
+                                    "--model MODEL --out image.png (model unknown: the record does not name it)")
+
+
+def test_template_that_fails_at_run_time_is_one_line_and_writes_nothing(tiny_study: Path, tmp_path: Path, capsys,
+                                                                       monkeypatch):
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "topic.html").write_text("{% extends 'base.html' %}{% block content %}\n{{ 1/0 }}{% endblock %}")
+    code, err = cli(capsys, monkeypatch, "build", tiny_study, "--out", tmp_path / "site", "--templates", templates)
+    assert (code, err.strip()) == (2, "error: template topic.html, line 2 (for topics/anime.html): "
+                                      "ZeroDivisionError: division by zero")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study", "templates"]  # no site, no temporary folder

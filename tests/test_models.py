@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_main as cli
 from conftest import write_study
 from ldm_checkpoint import save_checkpoint
 from PIL import Image
@@ -99,6 +101,7 @@ def test_hub_id_through_the_standard_cache_offline(models: Path):
     ok = subprocess.run([sys.executable, "-m", "reportgen", "render", str(models / "study"), "--model", "org/name",
                          "--store", str(models / "store-hub"), "--json"], env=env, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
+    assert "Loading weights" not in ok.stderr  # transformers' progress bar is not ours to show
     assert json.loads(ok.stdout.splitlines()[-1])["rendered"] == 1
     pixels, latents, record = only_cell(models / "store-hub")
     ref_pixels, ref_latents, _ = only_cell(models / "store-tiny")
@@ -133,3 +136,38 @@ def test_device_and_dtype_are_picked_and_checked(models: Path, tmp_path: Path):
         pick_device("cpu", "float8")
     with pytest.raises(ModelError, match="unknown device"):
         pick_device("tpu")
+
+
+@pytest.mark.parametrize(("damage", "reason"), [
+    ("tokenizer", "it has no usable tokenizer (is its tokenizer folder missing or empty?)"),
+    ("unet/diffusion_pytorch_model.safetensors", "Error no file named diffusion_pytorch_model.bin found in "
+                                                 "directory {folder}/unet."),
+])
+def test_damaged_model_folder_is_one_error_line(models: Path, tmp_path: Path, damage: str, reason: str, capfd,
+                                                monkeypatch):
+    folder = tmp_path / "damaged"
+    shutil.copytree(models / "folder", folder)
+    if (folder / damage).is_dir():
+        shutil.rmtree(folder / damage)
+    else:
+        (folder / damage).unlink()
+    store = tmp_path / "store"
+    code, err = cli(capfd, monkeypatch, "render", models / "study", "--model", folder, "--store", store)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 2 and " cells: " in lines[0], err  # the plan, then the error: no diffusers log, no bar
+    assert lines[1] == f"error: cannot load model '{folder}': " + reason.format(folder=folder)
+    assert not store.exists()
+
+
+def test_mps_without_mps_is_refused(models: Path, tmp_path: Path, capsys, monkeypatch):
+    import torch
+
+    if torch.backends.mps.is_available():
+        pytest.skip("this checks a machine without MPS")
+    for command in (["render"], ["render", "--dry-run"], ["analyze"]):
+        code, err = cli(capsys, monkeypatch, *command, models / "study", "--device", "mps", "--store", tmp_path / "s")
+        assert (code, err) == (2, "error: device 'mps' asked for, but MPS is not available\n"), command
+    assert not (tmp_path / "s").exists()
+    # a site only needs the keys an MPS render gave its cells, not MPS itself
+    assert cli(capsys, monkeypatch, "build", models / "study", "--device", "mps", "--out", tmp_path / "site")[0] == 0
