@@ -142,6 +142,9 @@ def analyze(
                f"{result.thresholds.indicator:g}, converged {result.thresholds.converged:g}", err=True)
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
+    if result.cache_problem:
+        typer.echo(f"note: the distances were not cached ({result.cache_problem}); they are computed again next "
+                   "time", err=True)
     fits = fits_records(result)
     if as_json:
         typer.echo(json.dumps({"cells": len(result.cells), "missing": result.missing, "computed": result.computed,

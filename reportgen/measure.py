@@ -161,6 +161,7 @@ class Analysis:
     computed: int  # distances computed in this run
     cached: int  # distances read from the cache
     notes: tuple[str, ...]
+    cache_problem: str | None = None  # why the computed distances could not be cached (a read-only store)
 
     @property
     def reference_label(self) -> str:
@@ -240,7 +241,7 @@ def analyze(study: Study, store: Store, cells: Iterable[Cell]) -> Analysis:
                 latent_to_previous=to_previous["latent"] if to_previous else None,
                 ssim_to_previous=to_previous["ssim"] if to_previous else None,
             ))
-    cache.save()
+    cache_problem = cache.save()
     notes = tuple(f"topic {topic}: the reference sampler {reference} is not rendered, so there are no distances "
                   "to a reference and no fits" for topic in unreferenced)
 
@@ -250,7 +251,7 @@ def analyze(study: Study, store: Store, cells: Iterable[Cell]) -> Analysis:
         summaries.append(summarize(topic, sampler, rows, thresholds, reference))
     return Analysis(reference_sampler=reference, thresholds=thresholds, cells=tuple(metrics),
                     samplers=tuple(summaries), missing=missing, computed=cache.computed, cached=cache.hits,
-                    notes=notes)
+                    notes=notes, cache_problem=cache_problem)
 
 
 def first_staying_under(steps: list[int], distances: list[float], threshold: float) -> int | None:
@@ -458,12 +459,18 @@ class _DistanceCache:
         self.computed += 1
         return value
 
-    def save(self) -> None:
-        """Write back every cell file that gained distances."""
-        for key in sorted(self.dirty):
-            body = {"version": METRICS_VERSION, "targets": self.files[key]}
-            atomic_write(self.path(key), json.dumps(body, sort_keys=True).encode())
-        self.dirty.clear()
+    def save(self) -> str | None:
+        """Write back every cell file that gained distances; if that fails, say why (a cache is optional: a
+        read-only store can still be analysed and published)."""
+        try:
+            for key in sorted(self.dirty):
+                body = {"version": METRICS_VERSION, "targets": self.files[key]}
+                atomic_write(self.path(key), json.dumps(body, sort_keys=True).encode())
+        except StoreError as exc:
+            return str(exc)
+        finally:
+            self.dirty.clear()
+        return None
 
     def _read(self, key: str) -> dict[str, dict[str, float]]:
         try:

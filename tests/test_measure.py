@@ -295,3 +295,21 @@ def test_tied_samplers_share_one_statement(analysis: Analysis):
     alone = findings(_derived(analysis, k_euler=(4, 8), ddim=(4, 16)))
     assert [s for s in alone.statements if "converged in the fewest steps" in s] == [
         "K_EULER converged in the fewest steps in 1 of 1 topics (anime: 8 steps, 8 calls)."]
+
+
+def test_a_store_that_cannot_take_the_cache_is_still_analysed_and_built(rendered: Path, tmp_path: Path, capsys,
+                                                                         monkeypatch):
+    """The distances cache is optional: where it cannot be written (here STORE/metrics is a file, as a read-only
+    store would refuse it too), analyze says so and goes on, and build publishes."""
+    import shutil
+
+    study = tmp_path / "study"
+    shutil.copytree(rendered, study)
+    shutil.rmtree(study / "store" / "metrics", ignore_errors=True)
+    (study / "store" / "metrics").write_text("not a folder")
+    code, err = run_main(capsys, monkeypatch, "analyze", study, "--json")
+    assert code == 0, err
+    assert "note: the distances were not cached (cannot write" in err
+    code, err = run_main(capsys, monkeypatch, "build", study, "--out", tmp_path / "site")
+    assert code == 0, err
+    assert (tmp_path / "site" / "data" / "fits.json").is_file()
