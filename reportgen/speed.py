@@ -120,12 +120,15 @@ def load_speed(study_root: Path) -> dict[str, Any] | None:
 
 
 def speed_table(study_root: Path) -> list[dict[str, Any]]:
-    """One row per measured sampler: label, it/s, s/image, model calls per step, and the guide's it/s."""
+    """One row per measured sampler: label, it/s, s/image, model calls per step, the guide's it/s, and the
+    fastest and slowest timed image (None with one sample): a wide range says the machine was busy."""
     speed = load_speed(study_root)
     if speed is None:
         return []
     return [{**row, "device_name": speed["device_name"], "calls_per_step": row["nfe"] / row["steps"],
-             "guide_it_per_s": GUIDE_IT_PER_S.get(row["sampler"])} for row in speed["samplers"]]
+             "guide_it_per_s": GUIDE_IT_PER_S.get(row["sampler"]),
+             "s_fastest": min(row["seconds"]) if len(row["seconds"]) > 1 else None,
+             "s_slowest": max(row["seconds"]) if len(row["seconds"]) > 1 else None} for row in speed["samplers"]]
 
 
 def worked_example(study_root: Path, sampler: str = "k_lms", *, images: int = 100, final_steps: int = 100,

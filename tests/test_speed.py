@@ -144,7 +144,7 @@ def test_site_shows_measured_speed_and_workflow(tmp_path: Path):
 
     study = write_study(tmp_path / "study", samplers=["k_euler", "k_heun"], steps=[2, 4],
                         topics={"anime": '"an anime girl" -W32 -H32 -C7.5 -S3031912972'})
-    assert run("speed", study, "--steps", "2", "--samples", "1").exit_code == 0
+    assert run("speed", study, "--steps", "2", "--samples", "2").exit_code == 0
     previewed = run("preview", study, "--topic", "anime", "--count", "3", "--steps", "2", "--sampler", "k_euler")
     assert previewed.exit_code == 0, previewed.output
     seeds = [3031912972, 3031912974]
@@ -166,6 +166,9 @@ def test_site_shows_measured_speed_and_workflow(tmp_path: Path):
         for field, shown in (("it_per_s", number), ("s_per_image", lambda v: seconds(v, 3)),
                              ("calls_per_s", number)):
             assert page.get("speed-table", field, row["sampler"]) == (row[field], shown(row[field]))
+        fastest, slowest = min(row["seconds"]), max(row["seconds"])  # the two timed images' range
+        assert page.get("speed-table", "s_slowest", row["sampler"]) == (
+            slowest, f"{seconds(fastest, 3)} – {seconds(slowest, 3)}")
     assert "speed-missing" not in html and "workflow-missing" not in html
 
     # the worked example: the guide's formula applied to the first measured sampler's it/s (no K_LMS here)
@@ -193,7 +196,8 @@ def test_site_shows_measured_speed_and_workflow(tmp_path: Path):
         for row in speed["samplers"]:
             label = get_sampler(row["sampler"]).label.replace("_", "\\_")
             assert (f"| {label} | {number(row['it_per_s'])} | {seconds(row['s_per_image'], 3)} | "
-                    f"{number(row['calls_per_s'])} |") in text, name
+                    f"{number(row['calls_per_s'])} | {number(row['nfe'] / row['steps'])} | "
+                    f"{seconds(min(row['seconds']), 3)} – {seconds(max(row['seconds']), 3)} |") in text, name
         assert f"100 × 100 ÷ {number(it)} = **{seconds(all_final, 1)}**" in text
         assert f"| 3 at 2 steps, {seconds(preview, 1)} | 2 at 4 steps, {seconds(polish, 1)} |" in text
         assert "has not been measured" not in text
