@@ -203,12 +203,20 @@ def _echo_record(image: Path, record: dict[str, Any]) -> None:
         raise ReportgenError(f"{image}: reportgen's record is incomplete (no {', '.join(missing)}), "
                              "so the command that reproduces it is unknown")
     cell = Cell(**{name: record[name] for name in Cell.__dataclass_fields__})
+    from reportgen.prompt import parse_prompt
+
+    try:
+        text = cell.prompt.to_command()
+        parse_prompt(text)  # the command printed must be one `reportgen image` accepts
+        command = f"reportgen image {shlex.quote(text)}"
+    except (TypeError, ValueError, ReportgenError):  # a record with the right fields but values of the wrong kind
+        raise ReportgenError(f"{image}: reportgen's record is malformed, so the command that reproduces it is "
+                             "unknown") from None
     environment = record.get("environment")
     identity = environment.get("model", "?") if isinstance(environment, dict) else "?"
     typer.echo(f"Topic: {cell.topic}, seed index {cell.seed_index}, key {cell.key}")
     typer.echo(f"Model identity: {identity}, executor: {record.get('executor')}, "
                f"model calls: {record.get('nfe_counted')}")
-    command = f"reportgen image {shlex.quote(cell.prompt.to_command())}"
     spec = record.get("model_spec")
     if isinstance(spec, str):
         typer.echo(f"Reproduce: {command} --model {shlex.quote(spec)} --out image.png")

@@ -121,9 +121,11 @@ def read_settings(root: Path | str) -> Settings:
     if not toml_path.is_file():
         raise StudyError(f"no study.toml in {root}")
     try:
-        data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        data = tomllib.loads(toml_path.read_text(encoding="utf-8-sig"))  # as topic pages: a leading BOM is dropped
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise StudyError(f"{toml_path}: invalid TOML: {exc}") from None
+    except OSError as exc:  # no permission, or a folder named study.toml
+        raise StudyError(f"{toml_path}: cannot read: {exc.strerror or exc}") from None
     where = str(toml_path)
     unknown = sorted(set(data) - _STUDY_KEYS)
     if unknown:

@@ -189,6 +189,15 @@ def test_info_on_an_incomplete_record_prints_the_parameters_and_says_so(tmp_path
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("bad", [{"text": 5}, {"width": "wide"}, {"cfg": None}])
+def test_info_on_a_record_with_values_of_the_wrong_kind(bad: dict, tmp_path: Path, capsys, monkeypatch):
+    image = tmp_path / "odd.png"
+    image.write_bytes(encode_png(Image.new("RGB", (8, 8)), PARAMETERS, {**RECORD, **bad}))
+    code, out, err = run_with_output(capsys, monkeypatch, "info", image)
+    assert code == 2 and out == PARAMETERS + "\n"
+    assert err == f"error: {image}: reportgen's record is malformed, so the command that reproduces it is unknown\n"
+
+
 def test_info_without_model_spec_does_not_guess_the_model(tmp_path: Path, capsys, monkeypatch):
     image = tmp_path / "old.png"
     image.write_bytes(encode_png(Image.new("RGB", (8, 8)), PARAMETERS, RECORD))

@@ -106,3 +106,9 @@ def test_new_topic_checks_against_this_studys_settings(tiny_study: Path, capsys,
     line = refused(capsys, monkeypatch, tiny_study, "new-topic", tiny_study, "owl", "--title", "Owl",
                    "--prompt", '"x" -W32 -H32 -S1')
     assert line.startswith(f"error: {tiny_study / 'study.toml'}: reference_sampler: unknown sampler 'zzz'")
+
+
+def test_study_toml_with_byte_order_mark_is_read(tiny_study: Path):
+    toml = tiny_study / "study.toml"
+    toml.write_bytes(b"\xef\xbb\xbf" + toml.read_bytes())  # as some Windows editors save it
+    assert load_study(tiny_study).samplers == ("k_euler", "k_heun")
