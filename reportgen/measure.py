@@ -179,7 +179,7 @@ class Analysis:
 
 def load_thresholds(study: Study) -> Thresholds:
     """The study's `[thresholds]` table over the defaults for its metric; StudyError on a bad value."""
-    table = dict(study.settings.get("thresholds", {}))  # its keys were checked by load_study (THRESHOLD_KEYS)
+    table = dict(study.tables.get("thresholds", {}))  # its keys were checked by load_study (THRESHOLD_KEYS)
     where = f"{study.root / 'study.toml'}: [thresholds]"
     metric = table.get("metric", "latent")
     if metric not in METRICS:

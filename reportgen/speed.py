@@ -69,7 +69,7 @@ def measure_speed(study_path: Path, *, samplers: Iterable[str] = (), steps: int 
     from reportgen.render import EXECUTORS
 
     study = load_study(study_path)
-    settings = study.settings.get("speed", {})  # validated by load_study
+    settings = study.tables.get("speed", {})  # validated by load_study
     steps = steps or settings.get("steps", 50)
     samples = samples or settings.get("samples", 3)
     if steps <= 0 or samples <= 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,29 +42,6 @@ class Topic:
 
 
 @dataclass(frozen=True)
-class Study:
-    """A whole study: settings from study.toml and its topics, in page order."""
-
-    root: Path
-    title: str
-    description: str
-    model: str
-    samplers: tuple[str, ...]
-    steps: tuple[int, ...]
-    seeds: int
-    topics: tuple[Topic, ...]
-    reference_sampler: str
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def topic(self, slug: str) -> Topic:
-        """The topic with this slug."""
-        for topic in self.topics:
-            if topic.slug == slug:
-                return topic
-        raise StudyError(f"no topic {slug!r} in {self.root}; topics: {', '.join(t.slug for t in self.topics)}")
-
-
-@dataclass(frozen=True)
 class Settings:
     """study.toml, validated: the study-wide settings that every topic page is checked against."""
 
@@ -79,7 +56,21 @@ class Settings:
     reference_sampler: str
     max_cells: int
     max_pixels: int
-    tables: dict[str, dict[str, Any]]
+    tables: dict[str, dict[str, Any]]  # [thresholds] and [speed], keys checked; values: measure.py, speed.py
+
+
+@dataclass(frozen=True)
+class Study(Settings):
+    """A whole study: study.toml's settings and its topics, in page order."""
+
+    topics: tuple[Topic, ...]
+
+    def topic(self, slug: str) -> Topic:
+        """The topic with this slug."""
+        for topic in self.topics:
+            if topic.slug == slug:
+                return topic
+        raise StudyError(f"no topic {slug!r} in {self.root}; topics: {', '.join(t.slug for t in self.topics)}")
 
 
 def topic_seeds(prompt: Prompt, count: int) -> tuple[int, ...]:
@@ -104,12 +95,7 @@ def load_study(root: Path | str) -> Study:
     if cells > settings.max_cells:
         raise StudyError(f"{root / 'study.toml'}: the study has {cells} cells, over max_cells = "
                          f"{settings.max_cells}; raise it to go on")
-    return Study(
-        root=root, title=settings.title, description=settings.description, model=settings.model,
-        samplers=settings.samplers, steps=settings.steps, seeds=settings.seeds, topics=tuple(topics),
-        reference_sampler=settings.reference_sampler,
-        settings=settings.tables | {"negative_prompt": settings.negative_prompt},
-    )
+    return Study(**vars(settings), topics=tuple(topics))
 
 
 def read_settings(root: Path | str) -> Settings:
