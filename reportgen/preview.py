@@ -18,7 +18,7 @@ from reportgen.render import RenderResult, render
 from reportgen.samplers import get_sampler
 from reportgen.speed import make_cell, record_workflow_run
 from reportgen.store import Store, atomic_write
-from reportgen.study import MAX_CELLS, load_study, topic_seeds
+from reportgen.study import load_study, topic_seeds
 
 DEFAULT_SAMPLER = "k_lms"  # deterministic, converges: its previews predict its finals (the guide's advice)
 SHEET_COLUMNS = 10
@@ -50,9 +50,10 @@ def run_preview(study_path: Path, topic: str, *, count: int = 100, steps: int = 
     """Render `count` seeds of `topic` (its seed, then the next ones) at `steps` and draw a contact sheet."""
     if count <= 0 or steps <= 0:
         raise ReportgenError(f"--count and --steps must be > 0, got {count} and {steps}")
-    if count > MAX_CELLS:  # before the seeds are built: they are held in memory
-        raise ReportgenError(f"--count {count} is over the limit of {MAX_CELLS} previews")
     study = load_study(study_path)
+    if count > study.max_cells:  # before the seeds are built: they are held in memory
+        raise ReportgenError(f"--count {count} is over the study's max_cells = {study.max_cells}; raise it in "
+                             "study.toml to go on")
     the_topic = study.topic(topic)
     seeds = list(topic_seeds(the_topic.prompt, count))
     return _run("preview", study_path, topic, seeds, steps, sampler, **options)
