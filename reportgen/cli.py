@@ -61,7 +61,8 @@ def main() -> None:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except Interrupted:
-        typer.echo("interrupted: everything finished so far is kept; run the same command again to resume", err=True)
+        typer.echo("interrupted: stored images and computed distances are kept; run the same command again to go on",
+                   err=True)
         sys.exit(130)
 
 
@@ -204,10 +205,12 @@ def _echo_record(image: Path, record: dict[str, Any]) -> None:
                              "so the command that reproduces it is unknown")
     cell = Cell(**{name: record[name] for name in Cell.__dataclass_fields__})
     from reportgen.prompt import parse_prompt
+    from reportgen.samplers import get_sampler
 
     try:
         text = cell.prompt.to_command()
         parse_prompt(text)  # the command printed must be one `reportgen image` accepts
+        get_sampler(cell.sampler)
         command = f"reportgen image {shlex.quote(text)}"
     except (TypeError, ValueError, ReportgenError):  # a record with the right fields but values of the wrong kind
         raise ReportgenError(f"{image}: reportgen's record is malformed, so the command that reproduces it is "

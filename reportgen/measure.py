@@ -219,28 +219,32 @@ def analyze(study: Study, store: Store, cells: Iterable[Cell]) -> Analysis:
     unreferenced: list[str] = []  # topics without a reference image
     cache = _DistanceCache(store)
     metrics: list[CellMetrics] = []
-    for (topic, seed, sampler), group in series.items():
-        final = group[-1]
-        ref_group = series.get((topic, seed, reference))
-        ref_cell = ref_group[-1] if ref_group else None
-        if ref_cell is None and topic not in unreferenced:
-            unreferenced.append(topic)
-        previous: Cell | None = None
-        for cell in group:
-            to_final = cache.distances(stored[cell.key], stored[final.key])
-            to_ref = cache.distances(stored[cell.key], stored[ref_cell.key]) if ref_cell else None
-            to_previous = cache.distances(stored[cell.key], stored[previous.key]) if previous else None
-            previous = cell
-            seconds = stored[cell.key].record.get("seconds")
-            metrics.append(CellMetrics(
-                topic=topic, seed=seed, sampler=sampler, steps=cell.steps, nfe=cell.nfe,
-                seconds=float(seconds) if isinstance(seconds, (int, float)) else None, key=cell.key,
-                latent_to_final=to_final["latent"], ssim_to_final=to_final["ssim"],
-                latent_to_reference=to_ref["latent"] if to_ref else None,
-                ssim_to_reference=to_ref["ssim"] if to_ref else None,
-                latent_to_previous=to_previous["latent"] if to_previous else None,
-                ssim_to_previous=to_previous["ssim"] if to_previous else None,
-            ))
+    try:
+        for (topic, seed, sampler), group in series.items():
+            final = group[-1]
+            ref_group = series.get((topic, seed, reference))
+            ref_cell = ref_group[-1] if ref_group else None
+            if ref_cell is None and topic not in unreferenced:
+                unreferenced.append(topic)
+            previous: Cell | None = None
+            for cell in group:
+                to_final = cache.distances(stored[cell.key], stored[final.key])
+                to_ref = cache.distances(stored[cell.key], stored[ref_cell.key]) if ref_cell else None
+                to_previous = cache.distances(stored[cell.key], stored[previous.key]) if previous else None
+                previous = cell
+                seconds = stored[cell.key].record.get("seconds")
+                metrics.append(CellMetrics(
+                    topic=topic, seed=seed, sampler=sampler, steps=cell.steps, nfe=cell.nfe,
+                    seconds=float(seconds) if isinstance(seconds, (int, float)) else None, key=cell.key,
+                    latent_to_final=to_final["latent"], ssim_to_final=to_final["ssim"],
+                    latent_to_reference=to_ref["latent"] if to_ref else None,
+                    ssim_to_reference=to_ref["ssim"] if to_ref else None,
+                    latent_to_previous=to_previous["latent"] if to_previous else None,
+                    ssim_to_previous=to_previous["ssim"] if to_previous else None,
+                ))
+    except BaseException:  # Ctrl-C included: an interrupted analyze keeps what it computed
+        cache.save()
+        raise
     cache_problem = cache.save()
     notes = tuple(f"topic {topic}: the reference sampler {reference} is not rendered, so there are no distances "
                   "to a reference and no fits" for topic in unreferenced)

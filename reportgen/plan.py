@@ -75,9 +75,11 @@ def scheduler_config(sampler: str, base_config: dict[str, Any]) -> dict[str, Any
 
 
 def check_steps(sampler: str, steps: int, model: ModelInfo) -> None:
-    """Raise StudyError unless `sampler`'s scheduler, built for `model`, accepts `steps` steps."""
+    """Raise StudyError unless `sampler`'s scheduler, built for `model`, can run `steps` steps."""
     if steps > MAX_STEPS:  # before set_timesteps, which allocates per step
         raise StudyError(f"{steps} steps is over the limit of {MAX_STEPS}")
+    if steps < model.scheduler_config.get("num_train_timesteps", 1000):
+        return  # fewer steps than the model was trained with: every diffusers scheduler takes them
     name = get_sampler(sampler).name
     reason = _steps_refused(name, steps, json.dumps(model.scheduler_config, sort_keys=True, default=str))
     if reason is not None:
@@ -86,13 +88,16 @@ def check_steps(sampler: str, steps: int, model: ModelInfo) -> None:
 
 @functools.lru_cache(maxsize=4096)
 def _steps_refused(sampler: str, steps: int, base_config: str) -> str | None:
-    """Why diffusers' scheduler for `sampler` refuses `steps` steps, or None; cached across plans and commands."""
+    """Why diffusers' scheduler for `sampler` cannot run `steps` steps, or None; cached across plans and commands."""
     # Built exactly as rendering builds it (batched.lane_scheduler), so a refusal here is one there.
     scheduler = get_sampler(sampler).make_scheduler(json.loads(base_config))
     try:
         scheduler.set_timesteps(steps, device="cpu")
     except ValueError as exc:
         return " ".join(str(exc).split())
+    trained = scheduler.config.num_train_timesteps
+    if float(scheduler.timesteps.max()) >= trained:  # DDIM and PNDM at 1000 steps: an index past the last one
+        return f"its timesteps would reach {float(scheduler.timesteps.max()):g}, past the model's last ({trained - 1})"
     return None
 
 

@@ -52,8 +52,8 @@ def run_preview(study_path: Path, topic: str, *, count: int = 100, steps: int = 
         raise ReportgenError(f"--count and --steps must be > 0, got {count} and {steps}")
     study = load_study(study_path)
     if count > study.max_cells:  # before the seeds are built: they are held in memory
-        raise ReportgenError(f"--count {count} is over the study's max_cells = {study.max_cells}; raise it in "
-                             "study.toml to go on")
+        raise ReportgenError(f"--count {count} (100 unless given) is over the study's max_cells = "
+                             f"{study.max_cells}; pass a smaller --count or raise max_cells in study.toml")
     the_topic = study.topic(topic)
     seeds = list(topic_seeds(the_topic.prompt, count))
     return _run("preview", study_path, topic, seeds, steps, sampler, **options)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from reportgen.errors import ReportgenError, StudyError
 from reportgen.prompt import parse_prompt
-from reportgen.study import SLUG, parse_topic, read_settings, read_topic_text, split_front_matter
+from reportgen.study import SLUG, Topic, load_study, parse_topic, read_settings, read_topic_text, split_front_matter
 
 STUB = """Write what this topic shows here, in Markdown. For example: which samplers settle first as the steps
 grow, which keep changing, and from how many steps a preview already shows the final image.
@@ -26,7 +26,8 @@ def new_topic(study: Path, slug: str, title: str, prompt: str) -> Path:
         raise StudyError(f"--prompt: {exc}") from None
     path = study / "topics" / f"{slug}.md"
     text = _page(title.strip(), parsed.to_command(), _next_order(study / "topics"))
-    parse_topic(path, text, settings)  # refuse now what every later `render` of this study would refuse
+    topic = parse_topic(path, text, settings)  # refuse now what every later `render` of this study would refuse
+    _check_total(study, topic, settings.max_cells)
     try:
         path.parent.mkdir(exist_ok=True)
         with open(path, "x", encoding="utf-8") as handle:  # "x": never overwrite a contributor's page
@@ -36,6 +37,19 @@ def new_topic(study: Path, slug: str, title: str, prompt: str) -> Path:
     except OSError as exc:
         raise StudyError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
+
+
+def _check_total(study: Path, topic: Topic, max_cells: int) -> None:
+    """Refuse a topic that takes the study over max_cells (when the rest of the study loads: a broken page
+    elsewhere is render's to report, by name)."""
+    try:
+        cells = sum(len(t.samplers) * len(t.steps) * len(t.seeds) for t in load_study(study).topics)
+    except ReportgenError:
+        return
+    cells += len(topic.samplers) * len(topic.steps) * len(topic.seeds)
+    if cells > max_cells:
+        raise StudyError(f"with this topic the study would have {cells} cells, over max_cells = {max_cells} "
+                         "(study.toml); raise it to go on")
 
 
 def _page(title: str, command: str, order: int) -> str:

@@ -149,7 +149,7 @@ def test_ctrl_c_says_what_is_kept_and_exits_130(tmp_path: Path):
         process.kill()
     assert process.returncode == 130, err
     assert err.strip().splitlines()[-1] == (
-        "interrupted: everything finished so far is kept; run the same command again to resume")
+        "interrupted: stored images and computed distances are kept; run the same command again to go on")
     assert "Traceback" not in err and "Aborted" not in err
 
 
@@ -189,7 +189,7 @@ def test_info_on_an_incomplete_record_prints_the_parameters_and_says_so(tmp_path
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-@pytest.mark.parametrize("bad", [{"text": 5}, {"width": "wide"}, {"cfg": None}])
+@pytest.mark.parametrize("bad", [{"text": 5}, {"width": "wide"}, {"cfg": None}, {"sampler": "nosuch"}])
 def test_info_on_a_record_with_values_of_the_wrong_kind(bad: dict, tmp_path: Path, capsys, monkeypatch):
     image = tmp_path / "odd.png"
     image.write_bytes(encode_png(Image.new("RGB", (8, 8)), PARAMETERS, {**RECORD, **bad}))

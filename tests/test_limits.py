@@ -50,6 +50,17 @@ def test_steps_a_scheduler_refuses_stop_the_plan(tmp_path: Path, capsys, monkeyp
     assert not (study / "store").exists()
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "plms"])
+def test_steps_whose_timesteps_leave_the_models_range_stop_the_plan(sampler: str, tmp_path: Path, capsys,
+                                                                     monkeypatch):
+    """DDIM and PLMS accept 1000 steps in set_timesteps, then index timestep 1000 of a 1000-step model."""
+    study = write_study(tmp_path / "study", samplers=["k_euler", sampler], steps=[2, 1000], topics={"anime": PROMPT})
+    err = one_error(*run_main(capsys, monkeypatch, "render", study, "--dry-run"))
+    assert f"sampler {sampler} cannot run 1000 steps" in err and "past the model's last (999)" in err
+    study = write_study(tmp_path / "fine", samplers=["k_euler", sampler], steps=[2, 999], topics={"anime": PROMPT})
+    assert run_main(capsys, monkeypatch, "render", study, "--dry-run")[0] == 0
+
+
 @pytest.mark.parametrize("command, steps, message", [
     ("preview", 1001, "cannot be larger than"),
     ("polish", 1001, "cannot be larger than"),
@@ -71,7 +82,7 @@ def test_workflow_commands_refuse_steps_before_rendering(tiny_study: Path, capsy
 def test_preview_count_is_limited(tiny_study: Path, capsys, monkeypatch):
     err = one_error(*run_main(capsys, monkeypatch, "preview", tiny_study, "--topic", "anime",
                               "--count", 1_000_000_000, "--steps", 2))
-    assert "--count 1000000000 is over the study's max_cells = 20000" in err
+    assert "--count 1000000000 (100 unless given) is over the study's max_cells = 20000" in err
     assert not (tiny_study / "store").exists()
 
 

@@ -313,3 +313,31 @@ def test_a_store_that_cannot_take_the_cache_is_still_analysed_and_built(rendered
     code, err = run_main(capsys, monkeypatch, "build", study, "--out", tmp_path / "site")
     assert code == 0, err
     assert (tmp_path / "site" / "data" / "fits.json").is_file()
+
+
+def test_an_interrupted_analyze_keeps_the_distances_it_computed(rendered: Path, tmp_path: Path, monkeypatch):
+    import shutil
+
+    from reportgen import measure
+
+    study = tmp_path / "study"
+    shutil.copytree(rendered, study)
+    shutil.rmtree(study / "store" / "metrics", ignore_errors=True)
+    job = workflow.prepare_render(study)
+    real, calls = measure.ssim_distance, [0]
+
+    def ssim_then_ctrl_c(*args):
+        calls[0] += 1
+        if calls[0] == 6:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(measure, "ssim_distance", ssim_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        analyze(job.study, job.store, job.plan.cells)
+    assert list((study / "store" / "metrics").rglob("*.json"))  # what was computed before Ctrl-C was saved
+    monkeypatch.setattr(measure, "ssim_distance", real)
+    resumed = analyze(job.study, job.store, job.plan.cells)
+    shutil.rmtree(study / "store" / "metrics")
+    fresh = analyze(job.study, job.store, job.plan.cells)
+    assert resumed.computed == fresh.computed - 5  # the 5 pairs finished before Ctrl-C were not computed again

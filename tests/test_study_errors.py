@@ -112,3 +112,16 @@ def test_study_toml_with_byte_order_mark_is_read(tiny_study: Path):
     toml = tiny_study / "study.toml"
     toml.write_bytes(b"\xef\xbb\xbf" + toml.read_bytes())  # as some Windows editors save it
     assert load_study(tiny_study).samplers == ("k_euler", "k_heun")
+
+
+def test_new_topic_refuses_a_page_that_takes_the_study_over_max_cells(tiny_study: Path, capsys, monkeypatch):
+    append_toml(tiny_study, "max_cells = 10\n")  # the study has 2 topics x 2 samplers x 2 steps = 8 cells
+    line = refused(capsys, monkeypatch, tiny_study, "new-topic", tiny_study, "fox", "--title", "Fox",
+                   "--prompt", '"x" -W32 -H32 -S1')
+    assert line == ("error: with this topic the study would have 12 cells, over max_cells = 10 (study.toml); "
+                    "raise it to go on")
+    toml = tiny_study / "study.toml"
+    toml.write_text(toml.read_text().replace("max_cells = 10", "max_cells = 12"))
+    code, _ = run_main(capsys, monkeypatch, "new-topic", tiny_study, "fox", "--title", "Fox",
+                       "--prompt", '"x" -W32 -H32 -S1')
+    assert code == 0 and len(load_study(tiny_study).topics) == 3
