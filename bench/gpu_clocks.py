@@ -75,7 +75,8 @@ def summarise(lines: list[str]) -> dict[str, Any]:
 class ClockLog:
     """Samples the GPU with nvidia-smi while the block runs; `summary` and `line()` afterwards."""
 
-    def __init__(self, interval_ms: int = 250, command: str = "nvidia-smi") -> None:
+    def __init__(self, interval_ms: int = 250, command: str = "nvidia-smi", enabled: bool = True) -> None:
+        self.enabled = enabled  # False (a CPU run): the block runs unobserved and report() says nothing
         self.interval_ms = interval_ms
         self.command = command
         self.summary: dict[str, Any] = {"samples": 0}
@@ -83,6 +84,8 @@ class ClockLog:
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ClockLog:
+        if not self.enabled:
+            return self
         executable = shutil.which(self.command)
         if executable is None:
             self.problem = f"{self.command} not found"
@@ -122,6 +125,13 @@ class ClockLog:
         if not self.summary["samples"]:
             first = (error or (lines[0] if lines else f"no samples (exit status {code})")).splitlines()[0]
             self.problem = f"{self.command}: {first}"
+
+    def report(self, into: dict[str, Any] | None = None, key: str = "clocks", indent: str = "  ") -> None:
+        """Print the summary's line and put the summary in `into` under `key` (nothing when disabled)."""
+        if self.enabled:
+            if into is not None:
+                into[key] = self.summary
+            print(f"{indent}{self.line()}", flush=True)
 
     def line(self) -> str:
         """One line for a benchmark's log."""

@@ -22,7 +22,6 @@ GPU sat idle waiting for the host inside it; the GPU time between spans is idle.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import tempfile
@@ -158,7 +157,7 @@ def main() -> None:
     the_plan = plan(study, model, args.device, dtype, store)
     if cuda:
         torch.cuda.synchronize()
-    clocks = ClockLog() if cuda else contextlib.nullcontext()
+    clocks = ClockLog(enabled=cuda)
     with clocks:
         begin = timeline.event() if cuda else None
         start = time.perf_counter()
@@ -173,8 +172,7 @@ def main() -> None:
     print(f"{args.device}: {result.rendered} images, {result.nfe} model calls in {total:.2f}s "
           f"({result.nfe / total:.1f} calls/s); {ticks} ticks, {2 * result.nfe / max(ticks, 1):.1f} rows per tick"
           + ("; UNet compiled" if args.compile else ""))
-    if isinstance(clocks, ClockLog):
-        print(f"  {clocks.line()}")
+    clocks.report()
     print(f"  {'stage':24} {'calls':>6} {'host s':>8} {'host share':>10}" + (f" {'GPU span s':>10} {'share':>6}"
                                                                           if cuda else ""))
     spans = 0.0

@@ -24,7 +24,6 @@ measured and exits if the budget is overrun anyway.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import shutil
 import signal
@@ -198,7 +197,7 @@ class Bench:
         if self.device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        clocks = ClockLog() if self.device == "cuda" else contextlib.nullcontext()
+        clocks = ClockLog(enabled=self.device == "cuda")
         start = time.perf_counter()
         try:
             with clocks:
@@ -208,9 +207,7 @@ class Bench:
         finally:
             self.pipe.unet = counter.unet
         seconds = time.perf_counter() - start
-        if isinstance(clocks, ClockLog):
-            row["clocks"] = clocks.summary
-            print(f"  {clocks.line()}", flush=True)
+        clocks.report(row)
         shutil.rmtree(store, ignore_errors=True)
         images = result.rendered + len(result.failed)
         row.update({"images": images, "failed": len(result.failed), "nfe": result.nfe, "seconds": seconds,
@@ -240,7 +237,7 @@ class Bench:
 
         unet = self.pipe.unet
         sample, timestep, states = unet_inputs(self.pipe, rows, size)
-        clocks = ClockLog() if self.device == "cuda" else contextlib.nullcontext()
+        clocks = ClockLog(enabled=self.device == "cuda")
 
         def timed_call() -> float:
             if self.device == "cuda":
@@ -260,9 +257,7 @@ class Bench:
                "unet_warmup_s": warmup[0], "unet_alone_calls": calls}
         print(f"  UNet alone at {rows} rows: {alone * 1000:.1f} ms/call, {rows / 2 / alone:.2f} calls/s "
               f"(median of {calls} calls over {sum(seconds):.1f}s; warm-up {warmup[0]:.1f}s)", flush=True)
-        if isinstance(clocks, ClockLog):
-            out["unet_alone_clocks"] = clocks.summary
-            print(f"  {clocks.line()}", flush=True)
+        clocks.report(out, "unet_alone_clocks")
         return out
 
     def predict(self, executor: str, nfe: int) -> float | None:

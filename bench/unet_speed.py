@@ -194,7 +194,7 @@ def time_variant(pipe: Any, variant: str, backend: str, inputs: tuple[Any, ...],
     error = float((output.float() - reference).abs().max() / reference.abs().max())
     cudnn = "cudnn.benchmark" if torch.backends.cudnn.benchmark else ""
     for part in (rows, *extra):
-        clocks = ClockLog() if cuda else contextlib.nullcontext()
+        clocks = ClockLog(enabled=cuda)
         with clocks:
             seconds = time_calls(model, tuple(x[:part] for x in inputs), calls, cuda)
         median = statistics.median(seconds)
@@ -216,9 +216,7 @@ def time_variant(pipe: Any, variant: str, backend: str, inputs: tuple[Any, ...],
             row["first_quarter_median_s"], row["last_quarter_median_s"] = first, last
             print(f"    over {sum(seconds):.0f}s of calls: first quarter {first * 1000:.1f} ms/call, "
                   f"last quarter {last * 1000:.1f} ms/call ({last / first - 1:+.1%})", flush=True)
-        if isinstance(clocks, ClockLog):
-            row["clocks"] = clocks.summary
-            print(f"    {clocks.line()}", flush=True)
+        clocks.report(row, indent="    ")
     return results
 
 

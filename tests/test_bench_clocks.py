@@ -43,7 +43,7 @@ def run_phase(log: ClockLog) -> ClockLog:
     marker = Path(log.command + ".sampled")
     with log:
         deadline = time.monotonic() + 30
-        while log.problem is None and Path(log.command).is_file() and not marker.exists() \
+        while log.enabled and log.problem is None and Path(log.command).is_file() and not marker.exists() \
                 and time.monotonic() < deadline:
             time.sleep(0.02)
     return log
@@ -86,3 +86,18 @@ def test_idle_bit_is_not_a_slowdown() -> None:
     assert reasons(0x1 | 0x4 | 0x40) == ["idle", "software power cap", "hardware thermal"]
     assert summarise(["1980, 1980, 100, 700, 40, 0x1"])["slowdown_reasons"] == []
     assert summarise(["garbage", ""]) == {"samples": 0}
+
+
+def test_disabled_log_runs_nothing_and_reports_nothing(tmp_path: Path, capsys) -> None:
+    log = run_phase(ClockLog(command=fake_smi(tmp_path), enabled=False))  # a CPU run
+    row: dict = {}
+    log.report(row)
+    assert row == {} and capsys.readouterr().out == ""
+    assert not Path(log.command + ".sampled").exists()  # the stand-in was never started
+
+
+def test_report_puts_the_summary_in_the_result_and_prints_its_line(tmp_path: Path, capsys) -> None:
+    log = run_phase(ClockLog(command=fake_smi(tmp_path)))
+    row: dict = {}
+    log.report(row, "unet_alone_clocks")
+    assert row == {"unet_alone_clocks": log.summary} and capsys.readouterr().out == f"  {log.line()}\n"
