@@ -37,12 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # reportgen fro
 from gpu_clocks import ClockLog  # noqa: E402 (after the sys.path lines above)
 from render_matrix import build_sd15, unet_inputs, write_study  # noqa: E402
 
-from reportgen import batched  # noqa: E402
-from reportgen.models import SD1_SCHEDULER, ModelInfo, load_pipeline, resolve_model  # noqa: E402
-from reportgen.plan import plan  # noqa: E402
-from reportgen.render import render  # noqa: E402
-from reportgen.store import Store  # noqa: E402
-from reportgen.study import load_study  # noqa: E402
+from reportgen.models.loading import load_pipeline  # noqa: E402
+from reportgen.models.sources import SD1_SCHEDULER, ModelInfo, resolve_model  # noqa: E402
+from reportgen.render import batched  # noqa: E402
+from reportgen.render.execute import render  # noqa: E402
+from reportgen.render.plan import plan  # noqa: E402
+from reportgen.render.store import Store  # noqa: E402
+from reportgen.study.load import load_study  # noqa: E402
 
 STAGES = ("admit", "gather inputs", "unet", "lanes' steps", "decode", "deliver (to PIL)", "store.put (worker)")
 

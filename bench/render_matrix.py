@@ -40,13 +40,15 @@ sys.path.insert(0, str(ROOT / "bench"))  # gpu_clocks, when run from elsewhere
 
 from gpu_clocks import ClockLog  # noqa: E402
 
-from reportgen.batched import auto_lanes, compile_unet  # noqa: E402
-from reportgen.models import SD1_SCHEDULER, ModelInfo, byte_tokenizer, load_pipeline, resolve_model  # noqa: E402
-from reportgen.plan import plan  # noqa: E402
-from reportgen.render import render  # noqa: E402
+from reportgen.models.loading import load_pipeline  # noqa: E402
+from reportgen.models.sources import SD1_SCHEDULER, ModelInfo, resolve_model  # noqa: E402
+from reportgen.models.tiny import byte_tokenizer  # noqa: E402
+from reportgen.render.batched import auto_lanes, compile_unet  # noqa: E402
+from reportgen.render.execute import render  # noqa: E402
+from reportgen.render.plan import plan  # noqa: E402
+from reportgen.render.store import Store  # noqa: E402
 from reportgen.samplers import GUIDE_SAMPLERS, get_sampler  # noqa: E402
-from reportgen.store import Store  # noqa: E402
-from reportgen.study import load_study  # noqa: E402
+from reportgen.study.load import load_study  # noqa: E402
 
 TOPICS = [  # the guide's prompts; CFG 7.5 as in the guide
     ("anime", "an anime girl", 3031912972),

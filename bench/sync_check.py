@@ -21,12 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # reportgen from a checkout
 
-from reportgen.models import load_pipeline, resolve_model  # noqa: E402
-from reportgen.plan import plan  # noqa: E402
-from reportgen.render import EXECUTORS  # noqa: E402
+from reportgen.models.loading import load_pipeline  # noqa: E402
+from reportgen.models.sources import resolve_model  # noqa: E402
+from reportgen.render.execute import EXECUTORS  # noqa: E402
+from reportgen.render.plan import plan  # noqa: E402
+from reportgen.render.store import Store  # noqa: E402
 from reportgen.samplers import SAMPLERS  # noqa: E402
-from reportgen.store import Store  # noqa: E402
-from reportgen.study import load_study  # noqa: E402
+from reportgen.study.load import load_study  # noqa: E402
 
 
 def main() -> None:

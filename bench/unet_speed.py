@@ -50,8 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # reportgen fro
 from gpu_clocks import ClockLog  # noqa: E402
 from render_matrix import PEAKS, build_sd15, unet_flops, unet_inputs  # noqa: E402
 
-from reportgen.batched import compile_unet  # noqa: E402
-from reportgen.models import load_pipeline, resolve_model  # noqa: E402
+from reportgen.models.loading import load_pipeline  # noqa: E402
+from reportgen.models.sources import resolve_model  # noqa: E402
+from reportgen.render.batched import compile_unet  # noqa: E402
 
 VARIANTS = ("eager", "channels_last", "fused_qkv", "compile", "compile_cl_qkv", "compile_tuned")
 # torch._inductor.config values for compile_tuned, from diffusers' fast_diffusion tutorial (removed from

@@ -87,7 +87,7 @@ def render(
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of counts.")] = False,
 ) -> None:
     """Render every cell of the study's topic x sampler x steps matrices that is not stored yet."""
-    from reportgen import workflow
+    from reportgen.render import jobs as workflow
 
     job = workflow.prepare_render(study, topics=topic or (), samplers=sampler or (), steps=steps or (), model=model,
                                   model_config=model_config, device=device, dtype=dtype, store=store)
@@ -131,9 +131,9 @@ def analyze(
     from rich.console import Console
     from rich.table import Table
 
-    from reportgen import workflow
-    from reportgen.measure import analyze as measure
-    from reportgen.measure import fits_records
+    from reportgen.measure.analysis import analyze as measure
+    from reportgen.measure.exports import fits_records
+    from reportgen.render import jobs as workflow
 
     job = workflow.prepare_render(study, model=model, model_config=model_config, device=device, dtype=dtype,
                                   store=store)
@@ -182,7 +182,7 @@ def samplers() -> None:
 @app.command()
 def info(image: Annotated[Path, typer.Argument(help="A PNG made by reportgen (or by a common SD UI).")]) -> None:
     """Print an image's parameters and the command that reproduces it."""
-    from reportgen.store import read_parameters
+    from reportgen.render.store import read_parameters
 
     if not image.is_file():
         raise ReportgenError(f"image not found: {image}")
@@ -197,15 +197,15 @@ def info(image: Annotated[Path, typer.Argument(help="A PNG made by reportgen (or
 
 def _echo_record(image: Path, record: dict[str, Any]) -> None:
     """Print what reportgen's record adds to the parameters: topic, key, model and the command that reproduces it."""
-    from reportgen.plan import Cell
+    from reportgen.render.plan import Cell
 
     missing = [name for name in Cell.__dataclass_fields__ if name not in record]
     if missing:
         raise ReportgenError(f"{image}: reportgen's record is incomplete (no {', '.join(missing)}), "
                              "so the command that reproduces it is unknown")
     cell = Cell(**{name: record[name] for name in Cell.__dataclass_fields__})
-    from reportgen.prompt import parse_prompt
     from reportgen.samplers import get_sampler
+    from reportgen.study.prompt import parse_prompt
 
     try:
         text = cell.prompt.to_command()
@@ -238,7 +238,7 @@ def image(
     dtype: DtypeOpt = None,
 ) -> None:
     """Render one image from a prompt in the guide's syntax (defaults: -s50, -A k_lms)."""
-    from reportgen import workflow
+    from reportgen.render import jobs as workflow
 
     path = workflow.render_one(prompt, out, model=model, model_config=model_config, device=device, dtype=dtype)
     typer.echo(str(path))
@@ -258,7 +258,7 @@ def build(
     store: StoreOpt = None,
 ) -> None:
     """Build the static site (HTML and Markdown) from the rendered cells; renders nothing, works offline."""
-    from reportgen.site import build_site
+    from reportgen.site.build import build_site
 
     result = build_site(study, out, templates=templates, model=model, model_config=model_config, device=device,
                         dtype=dtype, store=store)
@@ -277,7 +277,7 @@ def new_topic(
         "--prompt", help='The prompt in the guide\'s syntax: \'"a red fox" -W512 -H512 -C7.5 -S123\'.')],
 ) -> None:
     """Add a topic page (front matter and a commentary stub) to a study; never overwrites one."""
-    from reportgen.scaffold import new_topic as write_topic
+    from reportgen.study.scaffold import new_topic as write_topic
 
     typer.echo(str(write_topic(study, slug, title, prompt)))
 
@@ -299,7 +299,7 @@ def speed(
     dtype: DtypeOpt = None,
 ) -> None:
     """Time each sampler alone as the guide did (batch 1, 3-sample average); write STUDY/speed.json."""
-    from reportgen.speed import SPEED_FILE, measure_speed
+    from reportgen.render.timing import SPEED_FILE, measure_speed
 
     record = measure_speed(study, samplers=sampler or (), steps=steps, samples=samples, topic=topic, model=model,
                            model_config=model_config, device=device, dtype=dtype)
@@ -331,7 +331,7 @@ def preview(
     batch_size: BatchSizeOpt = None,
 ) -> None:
     """Render many seeds at few steps onto a contact sheet labelled with seeds (STUDY/previews/)."""
-    from reportgen.preview import run_preview
+    from reportgen.render.preview import run_preview
 
     out = run_preview(study, topic, count=count, steps=steps, sampler=sampler, model=model, model_config=model_config,
                       device=device, dtype=dtype, store=store, batch_size=batch_size)
@@ -354,7 +354,7 @@ def polish(
     batch_size: BatchSizeOpt = None,
 ) -> None:
     """Render the chosen seeds at many steps; copies of the finals go to STUDY/polished/."""
-    from reportgen.preview import parse_seeds, run_polish
+    from reportgen.render.preview import parse_seeds, run_polish
 
     out = run_polish(study, topic, parse_seeds(seeds), steps=steps, sampler=sampler, model=model,
                      model_config=model_config, device=device, dtype=dtype, store=store, batch_size=batch_size)

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from reportgen.demo_check import evaluate, layout
-from reportgen.demo_data import held_out_scenes
-from reportgen.models import DEMO_DIR, load_pipeline, resolve_model
+from reportgen.demo.check import evaluate, layout
+from reportgen.demo.data import held_out_scenes
+from reportgen.models.loading import load_pipeline
+from reportgen.models.sources import DEMO_DIR, resolve_model
 
 
 def main() -> None:

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 
 from reportgen.errors import SamplerError
-from reportgen.models import SD1_SCHEDULER, load_pipeline, resolve_model
-from reportgen.plan import Cell
-from reportgen.render import pipeline_executor
+from reportgen.models.loading import load_pipeline
+from reportgen.models.sources import SD1_SCHEDULER, resolve_model
+from reportgen.render.pipeline import pipeline_executor
+from reportgen.render.plan import Cell
 from reportgen.samplers import GUIDE_SAMPLERS, SAMPLERS, get_sampler
 
 

@@ -1,0 +1,1 @@
+"""Stage 3, measure: distances between stored cells, derived step counts, power-law fits, findings and plots."""

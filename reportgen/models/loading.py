@@ -1,0 +1,86 @@
+"""Load an identified model as a diffusers pipeline on a device and dtype."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reportgen.errors import ModelError
+from reportgen.models.sources import ModelInfo
+from reportgen.models.tiny import build_tiny_pipeline
+
+
+def pick_device(device: str | None = None, dtype: str | None = None) -> tuple[str, str]:
+    """Choose (device, dtype): CUDA with float16 when present, else CPU with float32; both overridable."""
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} asked for, but CUDA is not available")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelError(f"device {device!r} asked for, but MPS is not available")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise ModelError(f"unknown device {device!r} (use cpu, cuda, cuda:N or mps)")
+    if dtype is None:
+        dtype = "float32" if device == "cpu" else "float16"
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise ModelError(f"unknown dtype {dtype!r} (use float32, float16 or bfloat16)")
+    return device, dtype
+
+
+
+def load_pipeline(info: ModelInfo, device: str = "cpu", dtype: str = "float32") -> Any:
+    """Load the model as a diffusers StableDiffusionPipeline on `device` in `dtype`."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    # diffusers logs a failed load before raising it, and we report that failure ourselves, in one line
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    torch_dtype = getattr(torch, dtype)
+    try:
+        if info.kind == "tiny":
+            pipe = build_tiny_pipeline()
+        elif info.kind == "single-file":
+            kwargs: dict[str, Any] = {"local_files_only": True}
+            if info.config is not None:
+                kwargs["config"] = str(info.config)
+            pipe = StableDiffusionPipeline.from_single_file(str(info.path), **kwargs)
+        else:
+            assert info.path is not None
+            pipe = StableDiffusionPipeline.from_pretrained(info.path, local_files_only=True, safety_checker=None,
+                                                           requires_safety_checker=False)
+        _check_tokenizer(pipe.tokenizer)
+    except Exception as exc:  # third-party code reading third-party files fails in many ways; each means "cannot load"
+        if info.kind == "single-file" and info.config is None:
+            raise ModelError(_single_file_hint(info)) from None
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load model {info.spec!r}: {message}") from None
+    pipe.safety_checker = None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device=device, dtype=torch_dtype)
+
+
+
+def _check_tokenizer(tokenizer: Any) -> None:
+    """Refuse a tokenizer with no vocabulary: transformers makes one, without error, from a missing tokenizer/."""
+    if tokenizer is None or tokenizer.vocab_size <= len(tokenizer.all_special_tokens):
+        raise ValueError("it has no usable tokenizer (is its tokenizer folder missing or empty?)")
+
+
+
+def _single_file_hint(info: ModelInfo) -> str:
+    """Why a checkpoint without --model-config failed: diffusers needs its architecture's configs."""
+    try:
+        from diffusers.loaders.single_file_utils import fetch_diffusers_config, load_single_file_checkpoint
+
+        repo = fetch_diffusers_config(load_single_file_checkpoint(str(info.path)))["pretrained_model_name_or_path"]
+    except Exception:  # a checkpoint diffusers cannot even classify
+        return (f"cannot load {info.spec!r}: diffusers does not recognise it as a Stable Diffusion checkpoint; "
+                "pass --model-config with a diffusers folder of the same architecture")
+    return (f"cannot load {info.spec!r}: a single-file checkpoint needs its model configs, which diffusers takes "
+            f"from the hub repo {repo!r}, not in the local cache; pass --model-config with a diffusers folder "
+            "of the same architecture, or run once online")

@@ -1,0 +1,150 @@
+"""Identify a model without loading its weights: where it is, its content identity, its scheduler config.
+
+Sources: `tiny` (a seeded model built from configs in code, for tests: models/tiny.py), `demo` (the small
+trained model shipped in the package), a local diffusers folder, a single-file `.safetensors`/`.ckpt`
+checkpoint, or a hub id through the standard Hugging Face cache. The planner needs only what
+`resolve_model` returns; models/loading.py loads the weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reportgen.errors import ModelError
+
+# Stable Diffusion 1.x's scheduler config, as its model folders ship it.
+SD1_SCHEDULER: dict[str, Any] = {
+    "_class_name": "PNDMScheduler",
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "trained_betas": None,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "clip_sample": False,
+}
+TINY_VERSION = "reportgen-tiny-v1"
+DEMO_DIR = Path(__file__).parent.parent / "assets" / "demo-model"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".bin", ".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model identified without loading it: where it is, its content identity, its scheduler config."""
+
+    spec: str
+    kind: str  # tiny | demo | folder | single-file | hub
+    identity: str
+    path: Path | None = None
+    config: Path | None = None
+    scheduler_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def short_hash(self) -> str:
+        """The first 10 hex digits of the identity, as the common UIs print a 'Model hash'."""
+        if self.identity.startswith("sha256:"):
+            return self.identity[7:17]
+        return hashlib.sha256(self.identity.encode()).hexdigest()[:10]
+
+    @property
+    def label(self) -> str:
+        """A short human name for captions."""
+        return self.spec if self.kind in ("tiny", "demo", "hub") else Path(self.spec).name
+
+
+def resolve_model(spec: str, config: str | Path | None = None) -> ModelInfo:
+    """Identify `spec` (tiny, demo, a folder, a checkpoint file or a hub id) without loading weights."""
+    if spec == "tiny":
+        return ModelInfo(spec, "tiny", TINY_VERSION, scheduler_config=dict(SD1_SCHEDULER))
+    if spec == "demo":
+        if not (DEMO_DIR / "model_index.json").is_file():
+            raise ModelError(f"the demo model is not installed ({DEMO_DIR} is missing)")
+        return _folder_info(DEMO_DIR, spec, "demo")
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelError(f"{path} is not a diffusers model folder (no model_index.json)")
+        return _folder_info(path, spec, "folder")
+    if path.suffix in (".safetensors", ".ckpt"):
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}")
+        config_path = Path(config).expanduser() if config else None
+        if config_path is not None and not (config_path / "model_index.json").is_file():
+            raise ModelError(f"--model-config {config_path} is not a diffusers model folder")
+        scheduler = _read_scheduler(config_path) if config_path else dict(SD1_SCHEDULER)
+        return ModelInfo(spec, "single-file", "sha256:" + file_sha256(path), path=path, config=config_path,
+                         scheduler_config=scheduler)
+    if _HUB_ID.match(spec) and not spec.startswith((".", "/")) and not path.exists():
+        return _hub_info(spec)
+    raise ModelError(f"model not found: {spec!r} (expected tiny, demo, a diffusers folder, "
+                     "a .safetensors/.ckpt file or a hub id like org/name)")
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, cached by (path, size, mtime) so a multi-GB checkpoint is hashed once."""
+    path = path.resolve()
+    stat = path.stat()
+    cache_file = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "reportgen" / "file-hashes.json"
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return str(cache[key])
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    cache[key] = digest.hexdigest()
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass  # a hash cache that cannot be written only costs time
+    return digest.hexdigest()
+
+
+def _folder_info(path: Path, spec: str, kind: str) -> ModelInfo:
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        relative = file.relative_to(path).as_posix()
+        content = (file_sha256(file) if file.suffix in _WEIGHT_SUFFIXES
+                   else hashlib.sha256(file.read_bytes()).hexdigest())
+        digest.update(f"{relative}\0{content}\n".encode())
+    return ModelInfo(spec, kind, "sha256:" + digest.hexdigest(), path=path, scheduler_config=_read_scheduler(path))
+
+
+def _read_scheduler(folder: Path) -> dict[str, Any]:
+    config = folder / "scheduler" / "scheduler_config.json"
+    try:
+        return dict(json.loads(config.read_text()))
+    except FileNotFoundError:
+        return dict(SD1_SCHEDULER)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{config}: unreadable scheduler config: {exc}") from None
+
+
+def _hub_info(repo_id: str) -> ModelInfo:
+    """Resolve a hub id through the standard cache (downloading only when online and not cached)."""
+    from diffusers import DiffusionPipeline
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        folder = Path(DiffusionPipeline.download(repo_id, local_files_only=offline))
+    except Exception as exc:  # huggingface_hub raises many types here; each means "not available"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot find hub model {repo_id!r} (offline: {offline}): {first}") from None
+    return ModelInfo(repo_id, "hub", f"hub:{repo_id}@{folder.name}", path=folder,
+                     scheduler_config=_read_scheduler(folder))

@@ -1,0 +1,99 @@
+"""Labelled grid images like the guide's figures: samplers as rows, steps as columns."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+from reportgen.render.plan import Cell
+from reportgen.render.store import Store, atomic_write
+from reportgen.samplers import get_sampler
+from reportgen.study.load import Study
+
+BACKGROUND = (255, 255, 255)
+INK = (20, 20, 20)
+MISSING = (200, 200, 200)
+
+
+def make_grid(rows: Sequence[str], columns: Sequence[str], images: Mapping[tuple[str, str], Image.Image],
+              title: str = "", tile: int | None = None) -> Image.Image:
+    """Paste `images[(row, column)]` into a grid with row labels on the left and column labels on top."""
+    if not rows or not columns:
+        raise ValueError("a grid needs at least one row and one column")
+    sizes = {im.size for im in images.values()}
+    if len(sizes) > 1:
+        raise ValueError(f"grid images differ in size: {sorted(sizes)}")
+    width, height = sizes.pop() if sizes else (64, 64)
+    if tile is not None:
+        width, height = tile, max(1, round(tile * height / width))
+    font_size = max(12, min(32, width // 6))
+    font = ImageFont.load_default(size=font_size)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = max(int(measure.textlength(r, font=font)) for r in rows) + font_size
+    label_h = font_size * 2
+    total_w = label_w + width * len(columns)
+    lines = _wrap(title, font, total_w - font_size, measure) if title else []
+    title_h = round(len(lines) * font_size * 1.3) + (font_size // 2 if lines else 0)
+    grid = Image.new("RGB", (total_w, title_h + label_h + height * len(rows)), BACKGROUND)
+    draw = ImageDraw.Draw(grid)
+    for k, line in enumerate(lines):
+        draw.text((font_size // 2, font_size // 2 + round(k * font_size * 1.3)), line, fill=INK, font=font)
+    for j, column in enumerate(columns):
+        x = label_w + j * width + width // 2
+        draw.text((x, title_h + label_h // 2), column, fill=INK, font=font, anchor="mm")
+    for i, row in enumerate(rows):
+        y = title_h + label_h + i * height
+        draw.text((font_size // 2, y + height // 2), row, fill=INK, font=font, anchor="lm")
+        for j, column in enumerate(columns):
+            box = (label_w + j * width, y)
+            image = images.get((row, column))
+            if image is None:
+                draw.rectangle((*box, box[0] + width - 1, box[1] + height - 1), fill=MISSING)
+            else:
+                grid.paste(image.convert("RGB").resize((width, height)) if image.size != (width, height)
+                           else image.convert("RGB"), box)
+    return grid
+
+
+def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int,
+          draw: ImageDraw.ImageDraw) -> list[str]:
+    """Greedy word wrap of `text` to lines at most `width` pixels wide."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def write_grids(study: Study, cells: Iterable[Cell], store: Store, out_dir: Path) -> list[Path]:
+    """One labelled grid PNG per topic and seed, from the stored cells (missing cells drawn grey)."""
+    groups: dict[tuple[str, int], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.topic, cell.seed), []).append(cell)
+    paths = []
+    for (slug, seed), group in groups.items():
+        buffer = io.BytesIO()
+        draw_grid(study, group, store).save(buffer, format="PNG")
+        paths.append(atomic_write(out_dir / f"{slug}-{seed}.png", buffer.getvalue()))
+    return paths
+
+
+def draw_grid(study: Study, group: list[Cell], store: Store) -> Any:
+    """The labelled grid (a PIL image) of one topic and seed's cells; missing cells are drawn grey."""
+    topic = study.topic(group[0].topic)
+    rows = [get_sampler(s).label for s in dict.fromkeys(c.sampler for c in group)]
+    columns = [str(n) for n in sorted({c.steps for c in group})]
+    images = {}
+    for cell in group:
+        stored = store.get(cell.key)
+        if stored is not None:
+            with Image.open(stored.image) as im:
+                images[(get_sampler(cell.sampler).label, str(cell.steps))] = im.convert("RGB")
+    title = f"{topic.title}: {topic.prompt.with_(seed=group[0].seed).to_command()}"
+    return make_grid(rows, columns, images, title=title, tile=max(128, group[0].width))

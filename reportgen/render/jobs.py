@@ -1,0 +1,108 @@
+"""Glue that strings the stages together for the CLI: study -> plan -> render -> store -> grids."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from reportgen.errors import ReportgenError
+from reportgen.models.loading import load_pipeline, pick_device
+from reportgen.models.sources import ModelInfo, resolve_model
+from reportgen.render.execute import EXECUTORS, VERSION, RenderResult, parameters_text, render
+from reportgen.render.grid import write_grids
+from reportgen.render.outputs import CellOutput
+from reportgen.render.plan import (
+    Cell,
+    Plan,
+    cell_key,
+    cell_record,
+    check_steps,
+    plan,
+    runtime_environment,
+    scheduler_config,
+)
+from reportgen.render.store import Store, atomic_write, encode_png
+from reportgen.samplers import get_sampler
+from reportgen.study.load import Study, load_study
+from reportgen.study.prompt import parse_prompt
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """A validated render: the study, its model and device, the store and the plan."""
+
+    study: Study
+    model: ModelInfo
+    device: str
+    dtype: str
+    store: Store
+    plan: Plan
+
+
+def prepare_render(study_path: Path, *, topics: Iterable[str] = (), samplers: Iterable[str] = (),
+                   steps: Iterable[int] = (), model: str | None = None, model_config: Path | None = None,
+                   device: str | None = None, dtype: str | None = None, store: Path | None = None) -> RenderJob:
+    """Validate everything and plan the cells; writes nothing."""
+    study = load_study(study_path)
+    info = resolve_model(model or study.model, model_config)
+    device, dtype = pick_device(device, dtype)
+    the_store = Store(store if store is not None else study.root / "store")
+    the_plan = plan(study, info, device, dtype, the_store, topics=topics, samplers=samplers, steps=steps)
+    return RenderJob(study, info, device, dtype, the_store, the_plan)
+
+
+def run_render(job: RenderJob, executor: str = "batched",
+               on_cell: Callable[[CellOutput], None] | None = None,
+               batch_size: int | None = None, compile: bool = False) -> tuple[RenderResult, list[Path]]:
+    """Hold the store's lock, render what is missing, then draw one grid per topic and seed."""
+    check_run_options(job, executor, compile)  # before the store is touched: bad input writes nothing
+    with job.store.lock():
+        job.store.clean_temporary()
+        result = RenderResult(cells=len(job.plan.cells), cached=len(job.plan.cached))
+        if job.plan.to_render:
+            pipe = load_pipeline(job.model, job.device, job.dtype)
+            options = {"batch_size": batch_size, "compile": compile} if executor == "batched" else {}
+            result = render(job.plan, pipe, job.model, job.store, executor=executor, on_cell=on_cell, **options)
+        grids = write_grids(job.study, job.plan.cells, job.store, job.study.root / "grids")
+    return result, grids
+
+
+def check_run_options(job: RenderJob, executor: str, compile: bool) -> None:
+    """Refuse an unknown executor, or --compile where it cannot run; a dry run checks these too."""
+    if executor not in EXECUTORS:
+        raise ReportgenError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    if compile and (executor != "batched" or not job.device.startswith("cuda")):
+        raise ReportgenError(f"--compile needs the batched executor on a CUDA device (here: {executor} on "
+                             f"{job.device})")
+
+
+def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Path | None = None,
+               device: str | None = None, dtype: str | None = None) -> Path:
+    """Render one image from a prompt in the guide's syntax to `out`, with its parameters embedded."""
+    prompt = parse_prompt(command)
+    prompt = prompt.with_(seed=0 if prompt.seed is None else prompt.seed, steps=prompt.steps or 50,
+                          sampler=get_sampler(prompt.sampler or "k_lms").name)
+    assert prompt.sampler is not None and prompt.steps is not None and prompt.seed is not None
+    if out.suffix.lower() != ".png":
+        raise ReportgenError(f"--out must be a .png file, got {out}")
+    from reportgen.study.load import MAX_PIXELS
+
+    if prompt.width * prompt.height > MAX_PIXELS:  # a study can raise this limit (max_pixels); one image cannot
+        raise ReportgenError(f"{prompt.width}x{prompt.height} is over the limit of {MAX_PIXELS} pixels per image")
+    info = resolve_model(model, model_config)
+    check_steps(prompt.sampler, prompt.steps, info)  # the 10,000 ceiling, and what the sampler's scheduler accepts
+    device, dtype = pick_device(device, dtype)
+    environment = runtime_environment(info, device, dtype)
+    key = cell_key(environment, scheduler_config(prompt.sampler, info.scheduler_config), prompt, prompt.sampler,
+                   prompt.steps)
+    cell = Cell(topic="", seed_index=0, seed=prompt.seed, sampler=prompt.sampler, steps=prompt.steps,
+                text=prompt.text, negative=prompt.negative, width=prompt.width, height=prompt.height,
+                cfg=prompt.cfg, key=key, nfe=get_sampler(prompt.sampler).nfe(prompt.steps))
+    pipe = load_pipeline(info, device, dtype)
+    output = next(EXECUTORS["pipeline"](pipe, info, [cell]))
+    if output.error:
+        raise ReportgenError(f"rendering failed: {output.error}")
+    record = {**cell_record(cell), "nfe_counted": output.nfe, "executor": "pipeline", "environment": environment,
+              "model_spec": info.spec, "reportgen": VERSION}
+    return atomic_write(out, encode_png(output.image, parameters_text(cell, info), record))

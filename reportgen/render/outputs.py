@@ -1,0 +1,68 @@
+"""What an executor makes of a cell (`CellOutput`), checked for broken results, and the VAE decode they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from reportgen.render.plan import Cell
+
+
+@dataclass
+class CellOutput:
+    """What an executor made of one cell."""
+
+    cell: Cell
+    image: Any  # PIL.Image.Image
+    latents: np.ndarray
+    nfe: int
+    seconds: float
+    error: str | None = None
+
+
+
+def decode_latents(pipe: Any, latents: Any) -> list[Any]:
+    """Latents to PIL images exactly as the pipeline does it (VAE decode, then postprocess)."""
+    vae = pipe.vae
+    images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    return list(pipe.image_processor.postprocess(images, output_type="pil", do_denormalize=[True] * len(images)))
+
+
+
+NONFINITE = "the model produced NaN or infinite latents"
+
+
+
+BLACK = "the decoded image is all black (NaN or overflow in the VAE)"
+
+
+
+def finish(cell: Cell, image: Any, latents: Any, nfe: int, seconds: float) -> CellOutput:
+    """Package an executor's result, flagging broken outputs (non-finite latents, an all-black image) so
+    they are never stored. A NaN from the VAE becomes black once the image is converted to 8 bits."""
+    array = latents.detach().float().cpu().numpy() if hasattr(latents, "detach") else np.asarray(latents, np.float32)
+    error = None
+    if not np.isfinite(array).all():
+        error = NONFINITE
+    elif not np.asarray(image).any():
+        error = BLACK
+    return CellOutput(cell, image, array, nfe, seconds, error)
+
+
+
+def retry_decode_float32(pipe: Any, output: CellOutput) -> CellOutput:
+    """Decode an all-black half-precision cell again with the VAE upcast to float32, as diffusers' own
+    `force_upcast` does for VAEs that overflow in float16; the latents are kept, so the cell is the same."""
+    import torch
+
+    vae = pipe.vae
+    dtype = vae.dtype
+    try:
+        vae.to(torch.float32)
+        with torch.inference_mode():
+            image = decode_latents(pipe, torch.from_numpy(output.latents)[None].to(vae.device))[0]
+    finally:
+        vae.to(dtype)
+    return finish(output.cell, image, output.latents, output.nfe, output.seconds)

@@ -1,0 +1,166 @@
+"""Expand a study into cells, each with the cache key of everything that changes its pixels."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from reportgen.errors import StudyError
+from reportgen.models.sources import ModelInfo
+from reportgen.render.store import Store
+from reportgen.samplers import get_sampler
+from reportgen.study.load import MAX_STEPS, Study
+from reportgen.study.prompt import Prompt
+
+KEY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One image of a matrix: a topic's prompt at one seed, rendered by one sampler for some steps."""
+
+    topic: str
+    seed_index: int
+    seed: int
+    sampler: str
+    steps: int
+    text: str
+    negative: str
+    width: int
+    height: int
+    cfg: float
+    key: str
+    nfe: int
+
+    @property
+    def prompt(self) -> Prompt:
+        """The cell as a prompt in the guide's syntax, with its sampler and steps."""
+        return Prompt(text=self.text, negative=self.negative, width=self.width, height=self.height, cfg=self.cfg,
+                      seed=self.seed, steps=self.steps, sampler=self.sampler)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The cells asked for, split into those already stored and those to render."""
+
+    cells: tuple[Cell, ...]
+    cached: tuple[Cell, ...]
+    to_render: tuple[Cell, ...]
+    environment: dict[str, str]
+
+    @property
+    def nfe_to_run(self) -> int:
+        """Model calls the render will make."""
+        return sum(c.nfe for c in self.to_render)
+
+
+def runtime_environment(model: ModelInfo, device: str, dtype: str) -> dict[str, str]:
+    """What besides the cell's own parameters changes pixels: model, dtype, device type, library versions."""
+    import diffusers
+    import torch
+
+    return {"model": model.identity, "dtype": dtype, "device": device.split(":")[0],
+            "diffusers": diffusers.__version__, "torch": torch.__version__}
+
+
+def scheduler_config(sampler: str, base_config: dict[str, Any]) -> dict[str, Any]:
+    """The full config of the sampler's scheduler, as diffusers builds it from the model's config."""
+    scheduler = get_sampler(sampler).make_scheduler(base_config)
+    return {"class": type(scheduler).__name__, **{k: _plain(v) for k, v in dict(scheduler.config).items()
+                                                   if not k.startswith("_")}}
+
+
+def check_steps(sampler: str, steps: int, model: ModelInfo) -> None:
+    """Raise StudyError unless `sampler`'s scheduler, built for `model`, can run `steps` steps."""
+    if steps > MAX_STEPS:  # before set_timesteps, which allocates per step
+        raise StudyError(f"{steps} steps is over the limit of {MAX_STEPS}")
+    if steps < model.scheduler_config.get("num_train_timesteps", 1000):
+        return  # fewer steps than the model was trained with: every diffusers scheduler takes them
+    name = get_sampler(sampler).name
+    reason = _steps_refused(name, steps, json.dumps(model.scheduler_config, sort_keys=True, default=str))
+    if reason is not None:
+        raise StudyError(f"sampler {name} cannot run {steps} steps with model {model.spec}: {reason}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _steps_refused(sampler: str, steps: int, base_config: str) -> str | None:
+    """Why diffusers' scheduler for `sampler` cannot run `steps` steps, or None; cached across plans and commands."""
+    # Built exactly as rendering builds it (batched.lane_scheduler), so a refusal here is one there.
+    scheduler = get_sampler(sampler).make_scheduler(json.loads(base_config))
+    try:
+        scheduler.set_timesteps(steps, device="cpu")
+    except ValueError as exc:
+        return " ".join(str(exc).split())
+    trained = scheduler.config.num_train_timesteps
+    if float(scheduler.timesteps.max()) >= trained:  # DDIM and PNDM at 1000 steps: an index past the last one
+        return f"its timesteps would reach {float(scheduler.timesteps.max()):g}, past the model's last ({trained - 1})"
+    return None
+
+
+def cell_key(environment: dict[str, str], scheduler: dict[str, Any], prompt: Prompt, sampler: str, steps: int) -> str:
+    """SHA-256 over everything that changes a cell's pixels."""
+    payload = {
+        "v": KEY_VERSION, **environment, "prompt": prompt.text, "negative": prompt.negative,
+        "width": prompt.width, "height": prompt.height, "cfg": prompt.cfg, "seed": prompt.seed,
+        "sampler": sampler, "scheduler": scheduler, "steps": steps,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def plan(study: Study, model: ModelInfo, device: str, dtype: str, store: Store, *,
+         topics: Iterable[str] = (), samplers: Iterable[str] = (), steps: Iterable[int] = ()) -> Plan:
+    """Every cell of the study (optionally only some topics, samplers, steps), split into cached and to-run."""
+    topic_filter = set(topics)
+    for slug in topic_filter:
+        study.topic(slug)  # raises for an unknown slug
+    sampler_filter = {get_sampler(s).name for s in samplers}
+    steps_filter = set(steps)
+    for n in steps_filter:
+        if n <= 0:
+            raise StudyError(f"steps must be > 0, got {n}")
+
+    environment = runtime_environment(model, device, dtype)
+    configs: dict[str, dict[str, Any]] = {}
+    cells: list[Cell] = []
+    for topic in study.topics:
+        if topic_filter and topic.slug not in topic_filter:
+            continue
+        for seed_index, seed in enumerate(topic.seeds):
+            prompt = topic.prompt.with_(seed=seed, steps=None, sampler=None, count=None)
+            for name in topic.samplers:
+                if sampler_filter and name not in sampler_filter:
+                    continue
+                config = configs.setdefault(name, scheduler_config(name, model.scheduler_config))
+                for n in topic.steps:
+                    if steps_filter and n not in steps_filter:
+                        continue
+                    cells.append(Cell(
+                        topic=topic.slug, seed_index=seed_index, seed=seed, sampler=name, steps=n,
+                        text=prompt.text, negative=prompt.negative, width=prompt.width, height=prompt.height,
+                        cfg=prompt.cfg, key=cell_key(environment, config, prompt, name, n),
+                        nfe=get_sampler(name).nfe(n),
+                    ))
+    if not cells:
+        raise StudyError("no cells match the --topic/--sampler/--steps filters")
+    for name, n in dict.fromkeys((c.sampler, c.steps) for c in cells):
+        check_steps(name, n, model)
+    cached = tuple(c for c in cells if store.has(c.key))
+    cached_keys = {c.key for c in cached}
+    return Plan(tuple(cells), cached, tuple(c for c in cells if c.key not in cached_keys), environment)
+
+
+def cell_record(cell: Cell) -> dict[str, Any]:
+    """The cell's fields as a plain dict for the store's JSON record."""
+    return asdict(cell)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value

@@ -1,0 +1,392 @@
+"""Build the guide as a static site: gather everything into a `SiteData` in memory, then write it all at once.
+
+`build_site` = `gather` (read the study, its plan and the store; make thumbnails and grids; compute the
+tables) -> `render_site` (every page through Jinja) -> `write_site` (a temporary folder beside DIR, swapped
+into place). Nothing is written before everything has been gathered and rendered, so a failed build leaves
+the previous site intact; the build never renders a cell (cells not rendered yet are shown as missing).
+
+How to add a section (e.g. convergence metrics, or speed and preview data):
+
+1. Add a typed field to `SiteData` (study-wide) or `TopicPage` (per topic), with a default (`None` or
+   `()`) so that a study without that data still builds. Give its type a small frozen dataclass here or in
+   your own module; templates see exactly these fields and nothing else.
+2. Fill it in `gather` by calling your stage's verb function (gather reads; it never renders a cell).
+3. Write the section as partials `templates/_<section>.html` and `templates/_<section>.md` and include them
+   where they belong, guarded by `{% if site.<field> %}`; `guide.md` has one heading per section of the
+   guide (convergence, batch speedup, sampler times) to fill.
+4. Files the section needs (SVG plots, CSV exports) go into `SiteData.files` as `SiteFile(path, data=...)`;
+   they are written with the rest of the site, inside the same swap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import statistics
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NotRequired, TypedDict
+
+from markupsafe import Markup
+
+from reportgen.errors import SiteError
+from reportgen.models.sources import ModelInfo, resolve_model
+from reportgen.render.plan import KEY_VERSION, Cell
+from reportgen.samplers import SAMPLERS, get_sampler
+from reportgen.site.convergence import Convergence, gather_convergence
+from reportgen.site.files import MANIFEST, THUMB_SIZE, Previous, SiteFile, read_previous, thumbnail, write_site
+from reportgen.site.speed import SpeedSection, gather_speed
+from reportgen.render.store import Store
+from reportgen.site.views import (
+    BATCH_IMAGES,
+    BATCH_KEPT,
+    CellView,
+    GridRow,
+    GridView,
+    PageContext,
+    SamplerSummary,
+    SamplerView,
+    SiteData,
+    Speedup,
+    TopicPage,
+)
+from reportgen.study.load import Study, Topic, load_study
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build wrote: where to open it and what it holds."""
+
+    out: Path
+    index: Path
+    pages: int
+    stored: int
+    total: int
+    reused: int
+    seconds: float
+
+
+def gather(study_path: Path, *, model: str | None = None, model_config: Path | None = None,
+           device: str | None = None, dtype: str | None = None, store: Path | None = None,
+           previous: Previous | None = None) -> SiteData:
+    """Read the study, its plan and the store into a SiteData; make thumbnails and grids in memory."""
+    study = load_study(study_path)
+    info = resolve_model(model or study.model, model_config)
+    the_store = Store(store if store is not None else study.root / "store")
+    cells, plan_cache = _planned_cells(study, info, device, dtype, the_store, previous)
+    device, dtype = plan_cache["device"], plan_cache["dtype"]
+
+    files: list[SiteFile] = []
+    views: dict[str, CellView] = {}
+    by_topic: dict[str, list[Cell]] = {}
+    for cell in cells:
+        by_topic.setdefault(cell.topic, []).append(cell)
+    for topic in study.topics:
+        for cell in by_topic.get(topic.slug, []):
+            views[cell.key] = _cell_view(cell, topic, info, device, the_store, previous, files)
+
+    topics = tuple(_topic_page(study, topic, by_topic.get(topic.slug, []), views, the_store, previous, files)
+                   for topic in study.topics)
+    all_views = [v for t in topics for v in t.cells]
+    steps = tuple(sorted({v.steps for v in all_views}))
+    summary = _summaries(study, all_views, steps)
+    stored = [v for v in all_views if v.stored]
+    convergence = gather_convergence(study, the_store, cells, previous, files)
+    speed = gather_speed(study.root, titles={t.slug: t.title for t in study.topics})
+    speedups, speedup_source = _speedups(summary, steps, speed)
+    return SiteData(
+        title=study.title, description=study.description, model=info.spec, model_identity=info.identity,
+        device=device, dtype=dtype, environment=dict(plan_cache["environment"]),
+        reference_sampler=get_sampler(study.reference_sampler).label, topics=topics,
+        samplers=tuple(_sampler_view(s, _study_samplers(study)) for s in SAMPLERS), summary=summary, steps=steps,
+        speedups=speedups, stored=len(stored), total=len(all_views),
+        nfe_counted=sum(v.nfe_counted or 0 for v in stored), seconds=sum(v.seconds or 0.0 for v in stored),
+        executors=tuple(sorted({v.executor for v in stored if v.executor})),
+        files=tuple(files), plan_cache=plan_cache, convergence=convergence, speed=speed,
+        speedup_source=speedup_source,
+    )
+
+
+def render_site(data: SiteData, templates: Path | None = None) -> tuple[dict[str, str], list[SiteFile]]:
+    """Every page of the site as text, and the asset files, through the (possibly overridden) templates."""
+    from reportgen.site.pages import asset_files, environment, render_pages, template_dirs
+
+    dirs = template_dirs(templates)
+    pages: list[tuple[str, str, dict[str, Any]]] = []
+    for name in ("index", "samplers", "methodology"):
+        for ext in ("html", "md"):
+            page = f"{name}.{ext}"
+            pages.append((page, page, dict(PageContext(site=data, root="", path=page))))
+    pages.append(("guide.md", "guide.md", dict(PageContext(site=data, root="", path="guide.md"))))
+    for topic in data.topics:
+        for path in (topic.html, topic.md):
+            pages.append((f"topic.{path.rsplit('.', 1)[1]}", path,
+                          dict(PageContext(site=data, root="../", path=path, topic=topic))))
+    rendered = render_pages(environment(dirs), pages)
+    assets = [SiteFile(path, source=source) for path, source in asset_files(dirs).items()]
+    return rendered, assets
+
+
+def build_site(study_path: Path, out: Path, *, templates: Path | None = None, model: str | None = None,
+               model_config: Path | None = None, device: str | None = None, dtype: str | None = None,
+               store: Path | None = None) -> BuildResult:
+    """Gather, render, then write the site into `out` in one swap; the previous site survives any failure."""
+    start = time.perf_counter()
+    out = Path(out)
+    previous = read_previous(out)
+    data = gather(study_path, model=model, model_config=model_config, device=device, dtype=dtype, store=store,
+                  previous=previous)
+    pages, assets = render_site(data, templates)
+    files = [*data.files, *assets]
+    write_site(out, pages, files, {"plan": data.plan_cache})
+    return BuildResult(out=out, index=out / "index.html", pages=len(pages), stored=data.stored, total=data.total,
+                       reused=sum(1 for f in files if f.link), seconds=time.perf_counter() - start)
+
+
+def _planned_cells(study: Study, info: ModelInfo, device: str | None, dtype: str | None, store: Store,
+                   previous: Previous | None) -> tuple[list[Cell], dict[str, Any]]:
+    """The study's cells and their keys; reused from the previous build when nothing that decides them changed.
+
+    Planning builds every sampler's scheduler with diffusers (seconds of imports), so the plan is cached in
+    the site's manifest under a fingerprint of all it depends on."""
+    fingerprint = _plan_fingerprint(study, info, device, dtype)
+    cached = previous.manifest.get("plan") if previous is not None else None
+    if isinstance(cached, dict) and cached.get("fingerprint") == fingerprint:
+        try:
+            return [Cell(**c) for c in cached["cells"]], cached
+        except (KeyError, TypeError):
+            pass  # an older or damaged cache: plan again
+    from reportgen.render.plan import plan
+
+    resolved_device, resolved_dtype = _resolve_device(device, dtype)
+    the_plan = plan(study, info, resolved_device, resolved_dtype, store)
+    cache = {"fingerprint": fingerprint, "device": resolved_device, "dtype": resolved_dtype,
+             "environment": the_plan.environment, "cells": [asdict(c) for c in the_plan.cells]}
+    return list(the_plan.cells), cache
+
+
+def _resolve_device(device: str | None, dtype: str | None) -> tuple[str, str]:
+    """(device, dtype) as render picks them; a named CUDA or MPS device needs no GPU here, only its cells' keys."""
+    from reportgen.models.loading import pick_device
+
+    if device is not None and (device.startswith("cuda") or device == "mps"):
+        dtype = dtype or "float16"
+        if dtype not in ("float32", "float16", "bfloat16"):
+            raise SiteError(f"unknown dtype {dtype!r} (use float32, float16 or bfloat16)")
+        return device, dtype
+    return pick_device(device, dtype)
+
+
+def _plan_fingerprint(study: Study, info: ModelInfo, device: str | None, dtype: str | None) -> str:
+    """SHA-256 over the plan's inputs: topics, model, device and dtype as asked, library versions, registry."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "-"
+
+    payload = {
+        "key_version": KEY_VERSION, "model": info.identity, "scheduler": info.scheduler_config, "device": device,
+        "dtype": dtype, "diffusers": installed("diffusers"), "torch": installed("torch"), "registry": repr(SAMPLERS),
+        "topics": [(t.slug, t.prompt.to_command(), t.steps, t.seeds, t.samplers) for t in study.topics],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _cell_view(cell: Cell, topic: Topic, info: ModelInfo, device: str, store: Store, previous: Previous | None,
+               files: list[SiteFile]) -> CellView:
+    """The cell's view; adds its full PNG and thumbnail to `files` if it is stored."""
+    sampler = get_sampler(cell.sampler)
+    command = cell.prompt.with_(sampler=sampler.name).to_command()
+    reproduce = ["reportgen", "image", shlex.quote(command), "--model", shlex.quote(info.spec)]
+    if info.config is not None:
+        reproduce += ["--model-config", shlex.quote(str(info.config))]
+    if device != "cpu":
+        reproduce += ["--device", device]
+    reproduce += ["--out", f"{cell.topic}-{cell.sampler}-{cell.steps}-{cell.seed}.png"]
+    view = CellView(
+        topic=cell.topic, seed=cell.seed, seed_index=cell.seed_index, sampler=cell.sampler, label=sampler.label,
+        steps=cell.steps, width=cell.width, height=cell.height, cfg=cell.cfg, key=cell.key, nfe=cell.nfe,
+        command=command, reproduce=" ".join(reproduce), row=topic.samplers.index(cell.sampler),
+        column=topic.steps.index(cell.steps),
+    )
+    stored = store.get(cell.key)
+    if stored is None:
+        return view
+    record = stored.record
+    full = f"img/full/{cell.key}.png"
+    thumb = f"img/thumb/{cell.key}-{THUMB_SIZE}.webp"
+    old_full = previous.reuse(full) if previous is not None else None
+    if old_full is not None and old_full.source is not None \
+            and old_full.source.stat().st_size != stored.image.stat().st_size:
+        old_full = None  # not the store's file: copy it again
+    files.append(old_full or SiteFile(full, source=stored.image))
+    old_thumb = previous.reuse(thumb) if previous is not None else None
+    size = _thumb_size(cell.width, cell.height)
+    if old_thumb is not None:
+        files.append(old_thumb)
+    else:
+        data, size = thumbnail(stored.image)
+        files.append(SiteFile(thumb, data=data))
+    return CellView(**{**asdict(view), "stored": True, "nfe_counted": _int(record.get("nfe_counted")),
+                       "seconds": _float(record.get("seconds")), "executor": record.get("executor"),
+                       "full": full, "thumb": thumb, "thumb_width": size[0], "thumb_height": size[1]})
+
+
+def _topic_page(study: Study, topic: Topic, cells: list[Cell], views: dict[str, CellView], store: Store,
+                previous: Previous | None, files: list[SiteFile]) -> TopicPage:
+    """The topic's page data, with one grid per seed (its labelled PNG made or reused)."""
+    from reportgen.site.pages import markdown_html, markdown_safe
+
+    grids = []
+    for seed_index, seed in enumerate(topic.seeds):
+        group = [c for c in cells if c.seed == seed]
+        rows = tuple(GridRow(name, get_sampler(name).label,
+                             tuple(views[c.key] for c in sorted((c for c in group if c.sampler == name),
+                                                                key=lambda c: c.steps)))
+                     for name in topic.samplers)
+        stored = [views[c.key].stored for c in group]
+        grids.append(GridView(id=f"s{seed_index}", seed=seed, seed_index=seed_index, steps=topic.steps, rows=rows,
+                              image=_grid_file(study, topic, group, views, store, previous, files),
+                              stored=sum(stored), total=len(group)))
+    all_views = [views[c.key] for c in cells]
+    return TopicPage(
+        slug=topic.slug, title=topic.title, command=topic.prompt.to_command(), width=topic.prompt.width,
+        height=topic.prompt.height, cfg=topic.prompt.cfg, seeds=topic.seeds,
+        samplers=tuple(get_sampler(s).label for s in topic.samplers), steps=topic.steps,
+        commentary_html=markdown_html(topic.commentary), commentary_md=markdown_safe(topic.commentary).strip(),
+        grids=tuple(grids), cover=_cover(study, all_views), compare=_compare_pair(study, all_views),
+        stored=sum(v.stored for v in all_views), total=len(all_views), seconds=sum(v.seconds or 0.0 for v in all_views),
+        html=f"topics/{topic.slug}.html", md=f"topics/{topic.slug}.md",
+    )
+
+
+def _grid_file(study: Study, topic: Topic, group: list[Cell], views: dict[str, CellView], store: Store,
+               previous: Previous | None, files: list[SiteFile]) -> str:
+    """The labelled grid's site path, named by what it shows, so an unchanged grid is reused, not redrawn."""
+    import io
+
+    from reportgen.render.grid import draw_grid
+
+    what = json.dumps([topic.title, topic.prompt.to_command(), topic.samplers, topic.steps,
+                       [(c.key, views[c.key].stored) for c in group]])
+    path = f"img/grid/{topic.slug}-{group[0].seed}-{hashlib.sha256(what.encode()).hexdigest()[:16]}.png"
+    old = previous.reuse(path) if previous is not None else None
+    if old is not None:
+        files.append(old)
+    else:
+        buffer = io.BytesIO()
+        draw_grid(study, group, store).save(buffer, format="PNG")
+        files.append(SiteFile(path, data=buffer.getvalue()))
+    return path
+
+
+def _cover(study: Study, views: list[CellView]) -> CellView | None:
+    """The topic's card image: the reference sampler at its most steps, else the last rendered cell."""
+    stored = [v for v in views if v.stored and v.seed_index == 0]
+    if not stored:
+        return None
+    reference = [v for v in stored if v.sampler == study.reference_sampler]
+    return max(reference or stored, key=lambda v: (v.steps, -v.row))
+
+
+def _compare_pair(study: Study, views: list[CellView]) -> tuple[CellView, CellView] | None:
+    """The pair the compare tool opens with: the cover's row at its fewest and most steps (a preview and its final)."""
+    stored = [v for v in views if v.stored]
+    cover = _cover(study, views)
+    if len(stored) < 2 or cover is None:
+        return None
+    row = [v for v in stored if v.sampler == cover.sampler and v.seed == cover.seed]
+    if len(row) >= 2:
+        return min(row, key=lambda v: v.steps), max(row, key=lambda v: v.steps)
+    return next(v for v in stored if v.key != cover.key), cover
+
+
+def _study_samplers(study: Study) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(s for t in study.topics for s in t.samplers))
+
+
+def _sampler_view(sampler: Any, in_study: Iterable[str]) -> SamplerView:
+    overrides = ", ".join(f"{k}={v!r}" for k, v in sampler.overrides.items())
+    return SamplerView(sampler.name, sampler.label, sampler.aliases, sampler.scheduler, sampler.calls,
+                       sampler.ancestral, sampler.order, sampler.paper, overrides, sampler.name in set(in_study))
+
+
+def _summaries(study: Study, views: list[CellView], steps: tuple[int, ...]) -> tuple[SamplerSummary, ...]:
+    """Per sampler: cells rendered, model calls by formula and as counted, and measured seconds."""
+    out = []
+    for name in _study_samplers(study):
+        sampler = get_sampler(name)
+        mine = [v for v in views if v.sampler == name]
+        done = [v for v in mine if v.stored]
+        timed = [v for v in done if v.seconds]
+        counted = [v.nfe_counted for v in done if v.nfe_counted is not None]
+        total_calls = sum(v.nfe_counted or 0 for v in timed)
+        total_seconds = sum(v.seconds or 0.0 for v in timed)  # totals, not means of ratios: short cells weigh less
+        by_steps = tuple(_mean([v.seconds for v in timed if v.steps == n]) for n in steps)
+        out.append(SamplerSummary(
+            name=name, label=sampler.label, calls=sampler.calls, ancestral=sampler.ancestral, stored=len(done),
+            total=len(mine), nfe_registry=sum(v.nfe for v in done),
+            nfe_counted=sum(counted) if counted and len(counted) == len(done) else None,
+            seconds_mean=_mean([v.seconds for v in timed]),
+            steps_per_second=sum(v.steps for v in timed) / total_seconds if total_seconds else None,
+            seconds_per_call=total_seconds / total_calls if total_calls else None,
+            seconds_by_steps=by_steps,
+        ))
+    return tuple(out)
+
+
+def _speedups(summary: tuple[SamplerSummary, ...], steps: tuple[int, ...],
+              speed: SpeedSection | None) -> tuple[tuple[Speedup, ...], str]:
+    """The guide's preview-then-polish example per sampler, and where its seconds came from.
+
+    From speed.json's batch-1 it/s when `reportgen speed` has run (seconds = steps / it/s, at the worked
+    example's step counts), else from the store's records at the fewest and most steps rendered. A batched
+    render's record holds each cell's share of shared UNet calls, not what the image costs alone."""
+    if speed is not None and speed.rows and speed.example is not None:
+        low, high = speed.example["preview_steps"], speed.example["final_steps"]
+        timed = []
+        for r in speed.rows:
+            t_low, t_high = low / r["it_per_s"], high / r["it_per_s"]
+            all_final, polish = BATCH_IMAGES * t_high, BATCH_IMAGES * t_low + BATCH_KEPT * t_high
+            timed.append(Speedup(r["label"], get_sampler(r["sampler"]).ancestral, low, high, t_low, t_high,
+                                 all_final, polish, all_final / polish))
+        return tuple(timed), "speed"
+    out = []
+    for row in summary:
+        measured = [(n, s) for n, s in zip(steps, row.seconds_by_steps, strict=True) if s is not None]
+        if len(measured) < 2:
+            continue
+        (low, t_low), (high, t_high) = measured[0], measured[-1]
+        all_final = BATCH_IMAGES * t_high
+        polish = BATCH_IMAGES * t_low + BATCH_KEPT * t_high
+        out.append(Speedup(row.label, row.ancestral, low, high, t_low, t_high, all_final, polish, all_final / polish))
+    return tuple(out), "store"
+
+
+def _thumb_size(width: int, height: int) -> tuple[int, int]:
+    """The size Pillow's `thumbnail` gives an image of this size (aspect kept, longest side THUMB_SIZE at most)."""
+    scale = min(1.0, THUMB_SIZE / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _mean(values: list[float | None]) -> float | None:
+    numbers = [v for v in values if v is not None]
+    return statistics.fmean(numbers) if numbers else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+__all__ = ["MANIFEST", "BuildResult", "CellView", "GridView", "PageContext", "SamplerSummary", "SiteData",
+           "SiteFile", "Speedup", "TopicPage", "build_site", "gather", "render_site"]

@@ -1,0 +1,86 @@
+"""The site's convergence section: the measured Analysis, its findings, plots and exports as site files.
+
+`gather_convergence` is called by site/build.py's `gather`; templates reach the result as
+`site.convergence` (the macros of templates/_convergence.html and _convergence.md, used by the topic
+pages, the index and guide.md). Plots are named by a digest of what they show, so an unchanged plot is reused from the
+previous build rather than drawn again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from reportgen.measure.findings import Findings, findings
+from reportgen.measure.analysis import Analysis, SamplerSummary, analyze
+from reportgen.measure.exports import export_files, fits_records
+from reportgen.render.plan import Cell
+from reportgen.site.files import Previous, SiteFile
+from reportgen.render.store import Store
+from reportgen.study.load import Study
+
+PLOTS_VERSION = 1  # bump when the plots' look changes, so previous builds' SVGs are not reused
+METRICS_CSV = "data/metrics.csv"
+FITS_JSON = "data/fits.json"
+
+
+@dataclass(frozen=True)
+class TopicConvergence:
+    """One topic's plots (site paths) and its per-sampler rows."""
+
+    steps_plot: str
+    calls_plot: str
+    rows: tuple[SamplerSummary, ...]
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """Everything the convergence templates receive."""
+
+    analysis: Analysis
+    findings: Findings
+    topics: dict[str, TopicConvergence]
+    rates_plot: str
+    fits: tuple[dict[str, Any], ...]  # exactly what data/fits.json holds
+    metrics_csv: str = METRICS_CSV
+    fits_json: str = FITS_JSON
+    labels: dict[str, str] = field(default_factory=dict)  # topic slug -> title
+
+
+def gather_convergence(study: Study, store: Store, cells: Iterable[Cell], previous: Previous | None,
+                       files: list[SiteFile]) -> Convergence | None:
+    """Measure the stored cells and add plots and exports to `files`; None when no cell is rendered yet."""
+    from reportgen.measure.plots import rates_plot, topic_plots
+
+    cells = list(cells)
+    if not any(store.image_path(c.key).is_file() for c in cells):  # cheap: analyze verifies what it reads
+        return None
+    analysis = analyze(study, store, cells)
+    topics = {}
+    for slug in analysis.topics():
+        rows = tuple(analysis.for_topic(slug))
+        what = [m for m in analysis.cells if m.topic == slug]
+        paths = {axis: _plot_path(f"{slug}-{axis}", analysis, what) for axis in ("steps", "calls")}
+        reused = {axis: previous.reuse(path) if previous is not None else None for axis, path in paths.items()}
+        if all(reused.values()):
+            files.extend(f for f in reused.values() if f is not None)
+        else:
+            svgs = topic_plots(analysis, slug)
+            files.extend(SiteFile(paths[axis], data=svgs[axis].encode()) for axis in paths)
+        topics[slug] = TopicConvergence(steps_plot=paths["steps"], calls_plot=paths["calls"], rows=rows)
+    rates = _plot_path("rates", analysis, [s.fit for s in analysis.samplers])
+    old = previous.reuse(rates) if previous is not None else None
+    files.append(old or SiteFile(rates, data=rates_plot(analysis).encode()))
+    files.extend(SiteFile(path, data=data) for path, data in export_files(analysis).items())
+    return Convergence(analysis=analysis, findings=findings(analysis), topics=topics, rates_plot=rates,
+                       fits=tuple(fits_records(analysis)), labels={t.slug: t.title for t in study.topics})
+
+
+def _plot_path(name: str, analysis: Analysis, shown: list[Any]) -> str:
+    what = json.dumps([PLOTS_VERSION, analysis.reference_sampler, asdict(analysis.thresholds),
+                       [asdict(x) if x is not None else None for x in shown],
+                       [(s.topic, s.sampler) for s in analysis.samplers]], sort_keys=True)
+    return f"img/plots/{name}-{hashlib.sha256(what.encode()).hexdigest()[:16]}.svg"

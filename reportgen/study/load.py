@@ -1,0 +1,272 @@
+"""Read a study folder: `study.toml` plus `topics/<slug>.md` (YAML front matter and commentary)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reportgen.errors import PromptError, ReportgenError, SamplerError, StudyError
+from reportgen.samplers import get_sampler
+from reportgen.study.prompt import MAX_SEED, Prompt, parse_prompt
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MAX_CELLS = 20_000  # cells per study; raise with `max_cells` in study.toml
+CELLS_CEILING = 1_000_000  # the most `max_cells` may say: the cells and seeds of a study are held in memory
+MAX_PIXELS = 2048 * 2048  # pixels per image; raise with `max_pixels` in study.toml
+MAX_STEPS = 10_000  # steps per cell: more is a typo, not a study
+_STUDY_KEYS = {
+    "title", "description", "model", "samplers", "steps", "seeds", "negative_prompt",
+    "reference_sampler", "thresholds", "max_cells", "max_pixels", "speed",
+}
+_TOPIC_KEYS = {"title", "prompt", "order", "steps", "seeds", "samplers"}
+THRESHOLD_KEYS = ("metric", "indicator", "converged", "limit")  # their values: measure.load_thresholds
+SPEED_KEYS = ("steps", "samples")
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One topic: a prompt with fixed size, CFG and seed, and the contributor's commentary."""
+
+    slug: str
+    title: str
+    prompt: Prompt
+    order: int
+    commentary: str
+    steps: tuple[int, ...]
+    seeds: tuple[int, ...]
+    samplers: tuple[str, ...]
+    path: Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """study.toml, validated: the study-wide settings that every topic page is checked against."""
+
+    root: Path
+    title: str
+    description: str
+    model: str
+    samplers: tuple[str, ...]
+    steps: tuple[int, ...]
+    seeds: int
+    negative_prompt: str
+    reference_sampler: str
+    max_cells: int
+    max_pixels: int
+    tables: dict[str, dict[str, Any]]  # [thresholds], [speed]: keys checked here, values in measure/, render/
+
+
+@dataclass(frozen=True)
+class Study(Settings):
+    """A whole study: study.toml's settings and its topics, in page order."""
+
+    topics: tuple[Topic, ...]
+
+    def topic(self, slug: str) -> Topic:
+        """The topic with this slug."""
+        for topic in self.topics:
+            if topic.slug == slug:
+                return topic
+        raise StudyError(f"no topic {slug!r} in {self.root}; topics: {', '.join(t.slug for t in self.topics)}")
+
+
+def topic_seeds(prompt: Prompt, count: int) -> tuple[int, ...]:
+    """The topic's `-S` seed, then `count - 1` more derived from it: S+1, S+2, ... (mod 2**32)."""
+    if prompt.seed is None:
+        raise PromptError("a topic's prompt needs a seed (-S)")
+    return tuple((prompt.seed + i) % (MAX_SEED + 1) for i in range(count))
+
+
+def load_study(root: Path | str) -> Study:
+    """Read and validate a study folder; raise StudyError naming the bad file and value."""
+    settings = read_settings(root)
+    root = settings.root
+    topics_dir = root / "topics"
+    paths = sorted(topics_dir.glob("*.md")) if topics_dir.is_dir() else []
+    if not paths:
+        raise StudyError(f"no topics/*.md in {root}")
+    topics = [parse_topic(p, read_topic_text(p), settings) for p in paths]
+    topics.sort(key=lambda t: (t.order, t.slug))
+
+    cells = sum(len(t.samplers) * len(t.steps) * len(t.seeds) for t in topics)
+    if cells > settings.max_cells:
+        raise StudyError(f"{root / 'study.toml'}: the study has {cells} cells, over max_cells = "
+                         f"{settings.max_cells}; raise it to go on")
+    return Study(**vars(settings), topics=tuple(topics))
+
+
+def read_settings(root: Path | str) -> Settings:
+    """Read and validate a study folder's study.toml; raise StudyError naming the file and the bad value."""
+    root = Path(root)
+    toml_path = root / "study.toml"
+    if not root.is_dir():
+        raise StudyError(f"study folder not found: {root}")
+    if not toml_path.is_file():
+        raise StudyError(f"no study.toml in {root}")
+    try:
+        data = tomllib.loads(toml_path.read_text(encoding="utf-8-sig"))  # as topic pages: a leading BOM is dropped
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise StudyError(f"{toml_path}: invalid TOML: {exc}") from None
+    except OSError as exc:  # no permission, or a folder named study.toml
+        raise StudyError(f"{toml_path}: cannot read: {exc.strerror or exc}") from None
+    where = str(toml_path)
+    unknown = sorted(set(data) - _STUDY_KEYS)
+    if unknown:
+        raise StudyError(f"{where}: unknown setting {unknown[0]!r}")
+
+    title = _string(data, "title", where, required=True)
+    model = _string(data, "model", where, default="tiny")
+    samplers = _samplers(data.get("samplers"), where, required=True)
+    steps = _steps(data.get("steps"), where, required=True)
+    seeds = _positive_int(data.get("seeds", 1), "seeds", where)
+    negative = _string(data, "negative_prompt", where, default="")
+    try:
+        reference = get_sampler(_string(data, "reference_sampler", where, default="k_heun")).name
+    except SamplerError as exc:
+        raise StudyError(f"{where}: reference_sampler: {exc}") from None
+    max_cells = _positive_int(data.get("max_cells", MAX_CELLS), "max_cells", where)
+    if max_cells > CELLS_CEILING:
+        raise StudyError(f"{where}: max_cells = {max_cells} is over the ceiling of {CELLS_CEILING}")
+    max_pixels = _positive_int(data.get("max_pixels", MAX_PIXELS), "max_pixels", where)
+    tables = {name: _table(data, name, known, where)
+              for name, known in (("thresholds", THRESHOLD_KEYS), ("speed", SPEED_KEYS)) if name in data}
+    for key, value in tables.get("speed", {}).items():
+        _positive_int(value, f"[speed] {key}", where)
+    if seeds > max_cells:  # checked before any seed list is built: a huge count must not hang the load
+        raise StudyError(f"{where}: seeds = {seeds} is over max_cells = {max_cells}; raise max_cells to go on")
+    return Settings(
+        root=root, title=title, description=_string(data, "description", where, default=""), model=model,
+        samplers=samplers, steps=steps, seeds=seeds, negative_prompt=negative, reference_sampler=reference,
+        max_cells=max_cells, max_pixels=max_pixels, tables=tables,
+    )
+
+
+def read_topic_text(path: Path) -> str:
+    """A topic page's text (a leading byte-order mark dropped); StudyError if it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise StudyError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:  # a folder, a dangling link, no permission
+        raise StudyError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def split_front_matter(text: str, where: str) -> tuple[dict[str, Any], str]:
+    """Split `---\\nyaml\\n---\\nbody` into (mapping, body) with python-frontmatter; StudyError if malformed."""
+    import frontmatter
+    import yaml
+
+    if not re.match(r"---[ \t]*\r?\n", text):
+        raise StudyError(f"{where}: missing front matter (the file must start with a '---' line)")
+    try:
+        post = frontmatter.loads(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "syntax error"
+        raise StudyError(f"{where}: invalid front matter: {first}") from None
+    except (ValueError, TypeError) as exc:
+        raise StudyError(f"{where}: invalid front matter: {exc}") from None
+    if not post.metadata and not re.match(r"---[ \t]*\r?\n.*?^---[ \t]*$", text, re.DOTALL | re.MULTILINE):
+        raise StudyError(f"{where}: front matter is not closed by a '---' line")
+    return dict(post.metadata), post.content
+
+
+def parse_topic(path: Path, text: str, settings: Settings) -> Topic:
+    """Validate the page `text` of the topic file `path` against the study's settings; StudyError if bad."""
+    where = str(path)
+    slug = path.stem
+    if not SLUG.match(slug):
+        raise StudyError(f"{where}: bad topic slug {slug!r} (use a-z, 0-9, '-' and '_')")
+    meta, body = split_front_matter(text, where)
+    unknown = sorted(set(map(str, meta)) - _TOPIC_KEYS)
+    if unknown:
+        raise StudyError(f"{where}: unknown front matter key {unknown[0]!r}")
+    title = _string(meta, "title", where, required=True)
+    prompt_text = _string(meta, "prompt", where, required=True)
+    try:
+        prompt = parse_prompt(prompt_text)
+        if prompt.seed is None:
+            raise PromptError("a topic's prompt needs a seed (-S)")
+    except ReportgenError as exc:
+        raise StudyError(f"{where}: {exc}") from None
+    if prompt.sampler is not None:  # kept with the prompt and shown on the site, so it must name a real one
+        try:
+            get_sampler(prompt.sampler)
+        except SamplerError as exc:
+            raise StudyError(f"{where}: -A: {exc}") from None
+    if prompt.width * prompt.height > settings.max_pixels:
+        raise StudyError(f"{where}: {prompt.width}x{prompt.height} is over max_pixels = {settings.max_pixels}; "
+                         "raise max_pixels in study.toml to go on")
+    if settings.negative_prompt and not prompt.negative:
+        prompt = prompt.with_(negative=settings.negative_prompt)
+    order = meta.get("order", 0)
+    if not isinstance(order, int) or isinstance(order, bool):
+        raise StudyError(f"{where}: order must be an integer, got {order!r}")
+    topic_steps = _steps(meta.get("steps"), where) or settings.steps
+    if prompt.steps is not None and prompt.steps not in topic_steps:
+        topic_steps = tuple(sorted({*topic_steps, *_steps([prompt.steps], where)}))
+    topic_samplers = _samplers(meta.get("samplers"), where) or settings.samplers
+    count = _positive_int(meta.get("seeds", settings.seeds if prompt.count is None else prompt.count), "seeds", where)
+    if count > settings.max_cells:
+        raise StudyError(f"{where}: {count} seeds is over max_cells = {settings.max_cells}; "
+                         "raise max_cells in study.toml to go on")
+    return Topic(slug=slug, title=title, prompt=prompt, order=order, commentary=body, steps=topic_steps,
+                 seeds=topic_seeds(prompt, count), samplers=topic_samplers, path=path)
+
+
+def _string(data: dict[str, Any], key: str, where: str, *, required: bool = False, default: str = "") -> str:
+    if key not in data:
+        if required:
+            raise StudyError(f"{where}: missing {key!r}")
+        return default
+    value = data[key]
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise StudyError(f"{where}: {key} must be a non-empty string" if required
+                         else f"{where}: {key} must be a string")
+    return value
+
+
+def _table(data: dict[str, Any], name: str, known: tuple[str, ...], where: str) -> dict[str, Any]:
+    if not isinstance(data[name], dict):
+        raise StudyError(f"{where}: {name} must be a table")
+    unknown = sorted(set(data[name]) - set(known))
+    if unknown:
+        raise StudyError(f"{where}: [{name}]: unknown key {unknown[0]!r} (known: {', '.join(known)})")
+    return data[name]
+
+
+def _positive_int(value: Any, key: str, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise StudyError(f"{where}: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _steps(value: Any, where: str, *, required: bool = False) -> tuple[int, ...]:
+    if value is None:
+        if required:
+            raise StudyError(f"{where}: missing 'steps'")
+        return ()
+    if not isinstance(value, list) or not value:
+        raise StudyError(f"{where}: steps must be a non-empty list of integers")
+    for item in value:
+        if not isinstance(item, int) or isinstance(item, bool) or item <= 0:
+            raise StudyError(f"{where}: steps must be integers > 0, got {item!r}")
+        if item > MAX_STEPS:
+            raise StudyError(f"{where}: {item} steps is over the limit of {MAX_STEPS}")
+    return tuple(sorted(set(value)))
+
+
+def _samplers(value: Any, where: str, *, required: bool = False) -> tuple[str, ...]:
+    if value is None:
+        if required:
+            raise StudyError(f"{where}: missing 'samplers'")
+        return ()
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise StudyError(f"{where}: samplers must be a non-empty list of names")
+    try:
+        names = [get_sampler(v).name for v in value]
+    except ReportgenError as exc:
+        raise StudyError(f"{where}: {exc}") from None
+    return tuple(dict.fromkeys(names))

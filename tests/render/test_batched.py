@@ -1,0 +1,182 @@
+"""The batched executor against the per-cell pipeline: same images, same model-call counts, shared calls."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from reportgen.cli import app
+from reportgen.errors import ReportgenError
+from reportgen.models.loading import load_pipeline
+from reportgen.models.sources import resolve_model
+from reportgen.render.execute import EXECUTORS
+from reportgen.render.plan import Cell, plan
+from reportgen.render.store import Store
+from reportgen.samplers import SAMPLERS, get_sampler
+from reportgen.study.load import load_study
+
+# Batching changes only the order of float32 sums inside the UNet's kernels (the kernels picked depend on
+# the batch size), so latents agree to rounding, grown over a few steps; images to one 8-bit level.
+LATENT_TOLERANCE = 1e-3
+PIXEL_TOLERANCE = 2
+NAMES = [s.name for s in SAMPLERS]
+
+
+def topic(root: Path, slug: str, prompt: str, samplers: list[str], steps: list[int]) -> None:
+    names = ", ".join(samplers)
+    (root / "topics" / f"{slug}.md").write_text(
+        f"---\ntitle: {slug}\nprompt: '{prompt}'\nsamplers: [{names}]\nsteps: {steps}\n---\n")
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory):
+    """Every sampler at 2 steps on one prompt, every other one at 3 steps on a second prompt with a negative
+    prompt, one ancestral lane without CFG; rendered by both executors, the batched one 3 lanes at a time."""
+    root = tmp_path_factory.mktemp("batched")
+    (root / "topics").mkdir()
+    (root / "study.toml").write_text(f'title = "t"\nmodel = "tiny"\nsamplers = {NAMES}\nsteps = [2]\n')
+    topic(root, "anime", '"an anime girl" -W32 -H32 -C7.5 -S3031912972', NAMES, [2])
+    topic(root, "food", '"a hamburger [blurry, dark]" -W32 -H32 -C5 -S4053222918', NAMES[1::2], [3])
+    topic(root, "plain", '"grown tiger" -W32 -H32 -C1 -S7', ["k_euler_a"], [3])
+    model = resolve_model("tiny")
+    pipe = load_pipeline(model)
+    cells = plan(load_study(root), model, "cpu", "float32", Store(root / "store")).to_render
+    reference = {o.cell.key: o for o in EXECUTORS["pipeline"](pipe, model, cells)}
+    rows: list[int] = []
+    hook = pipe.unet.register_forward_pre_hook(lambda _module, args: rows.append(args[0].shape[0]))
+    try:
+        batched = list(EXECUTORS["batched"](pipe, model, cells, batch_size=3))
+    finally:
+        hook.remove()
+    return cells, reference, batched, rows
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batched_images_equal_the_pipeline(outputs, name: str):
+    cells, reference, batched, _ = outputs
+    mine = [o for o in batched if o.cell.sampler == name]
+    assert len(mine) == sum(c.sampler == name for c in cells) >= 1
+    for output in mine:
+        expected = reference[output.cell.key]
+        assert output.error is None and expected.error is None
+        assert np.abs(output.latents - expected.latents).max() <= LATENT_TOLERANCE
+        pixels = np.abs(np.asarray(output.image, dtype=int) - np.asarray(expected.image, dtype=int))
+        assert pixels.max() <= PIXEL_TOLERANCE
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_counted_calls_equal_the_formula(outputs, name: str):
+    _, reference, batched, _ = outputs
+    for output in (o for o in batched if o.cell.sampler == name):
+        assert output.nfe == get_sampler(name).nfe(output.cell.steps) == reference[output.cell.key].nfe
+
+
+def test_lanes_share_unet_calls_within_the_cap(outputs):
+    cells, _, batched, rows = outputs
+    assert sorted(o.cell.key for o in batched) == sorted(c.key for c in cells)
+    assert max(rows) <= 2 * 3  # at most 3 lanes, each a CFG pair
+    assert len(rows) < sum(o.nfe for o in batched) / 2  # calls were shared, and admission kept batches full
+    assert sum(rows) == sum(o.nfe * (1 if o.cell.cfg <= 1 else 2) for o in batched)
+
+
+def test_render_batched_then_rerun_makes_no_calls(tiny_study: Path):
+    runner = CliRunner()
+    first = runner.invoke(app, ["render", str(tiny_study), "--executor", "batched", "--batch-size", "3", "--json"])
+    assert first.exit_code == 0, first.output
+    counts = json.loads(first.stdout.strip().splitlines()[-1])
+    assert (counts["rendered"], counts["nfe"]) == (8, 2 * (2 + 4 + 3 + 7))
+    records = [cell.record for cell in Store(tiny_study / "store").cells()]
+    assert {r["executor"] for r in records} == {"batched"}
+    again = runner.invoke(app, ["render", str(tiny_study), "--json"])
+    assert again.exit_code == 0
+    counts = json.loads(again.stdout.strip().splitlines()[-1])
+    assert (counts["rendered"], counts["cached"], counts["nfe"]) == (0, 8, 0)
+
+
+def test_unknown_executor_writes_nothing(tiny_study: Path):
+    result = CliRunner().invoke(app, ["render", str(tiny_study), "--executor", "warp"])
+    assert isinstance(result.exception, ReportgenError) and "unknown executor 'warp'" in str(result.exception)
+    assert not (tiny_study / "store").exists()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_lane_schedulers_never_read_device_values_on_the_host(name: str):
+    """On CUDA, a scheduler step that reads a device value on the host (`.item()`, `nonzero()`, `if t > 0`)
+    waits for the GPU's queued UNet call. The meta device has no values at all, so a lane whose latents and
+    model output live there fails on any such read, and on any mix of devices; it must step through."""
+    import torch
+
+    from reportgen.render.batched import lane_scheduler, step_kwargs
+
+    model = resolve_model("tiny")
+    cell = one_cell(name, 3)
+    scheduler = lane_scheduler(cell, model)
+    kwargs = step_kwargs(scheduler, torch.Generator("cpu").manual_seed(0))
+    latents = torch.zeros((1, 4, 4, 4), device="meta")
+    for t in scheduler.timesteps:
+        model_output = torch.zeros_like(scheduler.scale_model_input(latents, t))
+        latents = scheduler.step(model_output, t, latents, **kwargs, return_dict=False)[0]
+    assert latents.device.type == "meta" and len(scheduler.timesteps) == cell.nfe  # every call was stepped
+
+
+def one_cell(sampler: str, steps: int) -> Cell:
+    return Cell(topic="t", seed_index=0, seed=1, sampler=sampler, steps=steps, text="x", negative="", width=32,
+                height=32, cfg=7.5, key=f"{sampler}-{steps}", nfe=get_sampler(sampler).nfe(steps))
+
+
+def test_lanes_balance_to_the_longest_lane():
+    from reportgen.render.batched import balanced_lanes
+    from reportgen.samplers import GUIDE_SAMPLERS
+
+    guide = [one_cell(name, 3) for name in GUIDE_SAMPLERS]
+    # the guide's 8 samplers at 3 steps: 5 x 3 calls (+1 for PLMS) + 3 x 5 = 31; the longest lane has 5
+    assert balanced_lanes(guide) == 7
+    assert balanced_lanes(guide[:1]) == 1
+
+
+def test_compiled_render_pads_every_call_to_one_size(outputs, monkeypatch: pytest.MonkeyPatch):
+    """`--compile` gives the UNet one static shape: every call padded to 2 rows per lane. The compiler itself
+    is replaced by nothing here (compiling on a 2-core CPU takes minutes); the padding is what is tested."""
+    from reportgen.render import batched
+
+    cells, reference, _, _ = outputs
+    model = resolve_model("tiny")
+    pipe = load_pipeline(model)
+    monkeypatch.setattr(batched, "compile_unet", lambda pipe: None)
+    rows: list[int] = []
+    hook = pipe.unet.register_forward_pre_hook(lambda _module, args: rows.append(args[0].shape[0]))
+    try:
+        padded = list(EXECUTORS["batched"](pipe, model, cells, batch_size=3, compile=True))
+    finally:
+        hook.remove()
+    assert set(rows) == {6}
+    assert len(padded) == len(cells)
+    for output in padded:
+        expected = reference[output.cell.key]
+        assert output.nfe == expected.nfe
+        assert np.abs(output.latents - expected.latents).max() <= LATENT_TOLERANCE
+
+
+def test_compile_needs_cuda(tiny_study: Path):
+    result = CliRunner().invoke(app, ["render", str(tiny_study), "--compile"])
+    assert isinstance(result.exception, ReportgenError)
+    assert "--compile needs the batched executor on a CUDA device" in str(result.exception)
+    assert not (tiny_study / "store").exists()
+
+
+def test_cells_seconds_add_up_to_the_render_time(outputs):
+    """Each cell's seconds are its share of the ticks and the decode it took part in: every interval of the
+    render is counted once, so the shares add up to the render's time (no interval twice, none left out)."""
+    import time
+
+    cells, _, _, _ = outputs
+    model = resolve_model("tiny")
+    pipe = load_pipeline(model)
+    start = time.perf_counter()
+    rendered = list(EXECUTORS["batched"](pipe, model, cells, batch_size=3))
+    wall = time.perf_counter() - start
+    total = sum(o.seconds for o in rendered)
+    assert 0.9 * wall <= total <= wall, (total, wall)
+    assert all(o.seconds > 0 for o in rendered)

@@ -1,0 +1,396 @@
+"""The static site: links, Markdown, offline assets, sanitizing, rebuilds, failures, new-topic, and a real browser."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+from conftest import write_study
+from typer.testing import CliRunner
+
+from reportgen.cli import app, main
+from reportgen.render.store import Store
+from reportgen.site.files import MANIFEST
+from reportgen.site.pages import number
+
+runner = CliRunner()
+CHROMIUM = Path("/usr/bin/chromium")
+HOSTILE_COMMENTARY = """Plain words, then trouble:
+
+<script>alert("commentary")</script>
+<img src="x" onerror="alert('img')">
+<a href="javascript:alert('a')" onclick="alert('click')">a link</a>
+[a markdown link](javascript:alert('md'))
+![remote](https://example.com/tracker.png)
+"""
+
+
+def run(*args: object):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def build(study: Path, out: Path, *extra: object):
+    return run("build", study, "--out", out, *extra)
+
+
+def fails(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: object) -> tuple[int, str]:
+    """Run `reportgen ARGS` through main(), as the console script does; return (exit code, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["reportgen", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return int(exit_info.value.code or 0), capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A rendered study (two plain topics and a hostile one) plus one topic not rendered yet, built once."""
+    root = tmp_path_factory.mktemp("site")
+    study = write_study(
+        root / "study", samplers=["k_euler", "k_heun"], steps=[2, 4],
+        topics={"anime": '"an anime girl" -W32 -H32 -C7.5 -S3031912972',
+                "food": '"a hamburger with a bowl of french fries" -W32 -H32 -C7.5 -S4053222918'},
+    )
+    (study / "topics" / "hostile.md").write_text(
+        "---\ntitle: '<script>alert(\"title\")</script> Hostile'\n"
+        "prompt: '\"<script>alert(1)</script> <img src=x onerror=alert(2)> javascript:alert(3)\" -W32 -H32 -C7.5 -S7'\n"
+        f"order: 5\n---\n\n{HOSTILE_COMMENTARY}")
+    assert run("render", study).exit_code == 0
+    (study / "topics" / "later.md").write_text(
+        "---\ntitle: Later\nprompt: '\"grown tiger, full body\" -W32 -H32 -C7.5 -S3721629802'\n"
+        "order: 9\n---\n\nSoon.\n")
+    out = root / "out" / "site"
+    result = build(study, out)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str((out / "index.html").absolute())
+    return study, out
+
+
+class Links(HTMLParser):
+    """Collects every href/src, every element, and checks that tags nest and close properly."""
+
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.urls: list[str] = []
+        self.elements: list[tuple[str, dict[str, str | None]]] = []
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, dict(attrs)))
+        self.urls += [v for k, v in attrs if k in ("href", "src") and v is not None]
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, dict(attrs)))
+        self.urls += [v for k, v in attrs if k in ("href", "src") and v is not None]
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes <{self.stack[-1] if self.stack else 'nothing'}> at {self.getpos()}")
+            return
+        self.stack.pop()
+
+
+def parse(path: Path) -> Links:
+    parser = Links()
+    parser.feed(path.read_text(encoding="utf-8"))
+    parser.close()
+    return parser
+
+
+def html_pages(out: Path) -> list[Path]:
+    return sorted(out.rglob("*.html"))
+
+
+def md_pages(out: Path) -> list[Path]:
+    return sorted(out.rglob("*.md"))
+
+
+def resolves_inside(page: Path, url: str, out: Path) -> bool:
+    parts = urlsplit(url)
+    target = (page.parent / unquote(parts.path)).resolve()
+    return target.is_file() and target.is_relative_to(out.resolve())
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_pages_exist_and_parse_as_html(site: tuple[Path, Path]) -> None:
+    _, out = site
+    names = {p.relative_to(out).as_posix() for p in html_pages(out)}
+    assert names == {"index.html", "samplers.html", "methodology.html", "topics/anime.html", "topics/food.html",
+                     "topics/hostile.html", "topics/later.html"}
+    for page in html_pages(out):
+        parser = parse(page)
+        assert parser.errors == [], page
+        assert parser.stack == [], f"{page}: unclosed {parser.stack}"
+        assert page.read_text().startswith("<!doctype html>")
+    assert {p.relative_to(out).as_posix() for p in md_pages(out)} == {n[:-5] + ".md" for n in names} | {"guide.md"}
+
+
+def test_every_href_and_src_resolves_inside_the_site(site: tuple[Path, Path]) -> None:
+    _, out = site
+    checked = 0
+    for page in html_pages(out):
+        for url in parse(page).urls:
+            assert not urlsplit(url).scheme and not url.startswith("//"), f"{page}: remote or absolute URL {url}"
+            assert not url.startswith("/"), f"{page}: absolute path {url}"
+            if url.startswith("#"):
+                continue
+            assert resolves_inside(page, url, out), f"{page}: {url} does not resolve inside the site"
+            checked += 1
+    assert checked > 100
+
+
+def test_markdown_links_resolve_and_nothing_is_remote(site: tuple[Path, Path]) -> None:
+    _, out = site
+    images = 0
+    for page in md_pages(out):
+        text = page.read_text()
+        for url in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text):
+            assert resolves_inside(page, url, out), f"{page}: image {url} does not resolve"
+            images += 1
+        for url in re.findall(r"\]\(([^)\s]+)\)", text):
+            if not url.startswith("#") and urlsplit(url).scheme not in ("http", "https"):  # links may leave the site
+                assert resolves_inside(page, url, out), f"{page}: link {url} does not resolve"
+    assert images >= 3 * 2 * 2  # every rendered cell's thumbnail, at least
+    for asset in (out / "assets").iterdir():
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}|@import|url\(\s*['\"]?(https?:|//)",
+                             asset.read_text(), re.I), asset
+
+
+def test_guide_tables_come_from_this_run(site: tuple[Path, Path]) -> None:
+    study, out = site
+    guide = (out / "guide.md").read_text()
+    for heading in ("Summary tables", "Sampler results", "Sampler convergence", "Batch generation speedup",
+                    "Sampler times"):
+        assert f"### **{heading}**" in guide
+    # k_heun over the 3 rendered topics at 2 and 4 steps: 3 + 7 model calls each, as registry and as counted
+    row = next(line for line in guide.splitlines() if line.startswith("| K\\_HEUN |"))
+    assert "| 6 / 8 | 30 | 30 |" in row
+    # its it/s: all steps over all seconds of its images (a mean of per-image ratios favours the short ones)
+    records = [c.record for c in Store(study / "store").cells() if c.record["sampler"] == "k_heun"]
+    assert len(records) == 6
+    it_per_s = sum(r["steps"] for r in records) / sum(r["seconds"] for r in records)
+    assert row.rstrip(" |").endswith(f"| {number(it_per_s)}")
+    index = (out / "index.html").read_text()
+    assert re.search(r"<span class=\"card-meta\">0 of 4 cells rendered</span>", index)
+    later = (out / "topics" / "later.html").read_text()
+    assert later.count('class="cell missing"') == 4 and "Render at least two cells" in later
+
+
+def test_without_speed_json_the_site_says_what_to_run(site: tuple[Path, Path]) -> None:
+    study, out = site
+    assert not (study / "speed.json").exists() and not (study / "workflow.json").exists()
+    index = (out / "index.html").read_text()
+    assert 'id="speed-missing"' in index and 'id="workflow-missing"' in index and 'id="speed-table"' not in index
+    assert "<code>reportgen speed STUDY</code>" in index
+    # the batch speedup table falls back to the store's records, and says what those seconds are
+    assert 'data-source="store"' in index and "share of shared UNet calls" in index
+    for name in ("index.md", "guide.md"):
+        text = (out / name).read_text()
+        assert "Sampler speed has not been measured for this study yet. Run `reportgen speed STUDY`" in text
+        assert "share of shared UNet calls" in text and "| Sampler | it/s |" not in text
+
+
+def test_hostile_prompt_and_commentary_cannot_inject(site: tuple[Path, Path]) -> None:
+    _, out = site
+    for page in html_pages(out):
+        for tag, attrs in parse(page).elements:
+            assert not any(name.startswith("on") for name in attrs), f"{page}: handler on <{tag}>"
+            for name in ("href", "src"):
+                assert not (attrs.get(name) or "").strip().lower().startswith("javascript:"), f"{page}: <{tag}>"
+            if tag == "script":
+                assert attrs.get("src", "").endswith("assets/site.js"), f"{page}: inline script"
+    hostile = (out / "topics" / "hostile.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in hostile  # the prompt is shown, escaped
+    assert "Plain words, then trouble" in hostile and "a link" in hostile
+    for page in md_pages(out):
+        text = re.sub(r"(`+).+?\1", "`code`", page.read_text())  # a prompt in a code span is shown, never run
+        assert not re.search(r"<[a-z!/?]", text, re.I), f"{page}: raw HTML outside code"
+        assert not re.search(r"\]\(\s*javascript:", text, re.I), f"{page}: javascript: link"
+
+
+def test_rebuild_reuses_files_and_keeps_content(site: tuple[Path, Path], tmp_path: Path) -> None:
+    study, out = site
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    full = sorted((copy / "img" / "full").iterdir())[0]
+    inode = full.stat().st_ino
+    result = build(study, copy)
+    assert result.exit_code == 0, result.output
+    assert tree_digest(copy) == tree_digest(out)
+    # 12 rendered cells (full PNG + thumbnail), 4 grids and 7 convergence plots (2 for each of the 3 measured
+    # topics, 1 of rates) come from the previous site, not from the store
+    assert "built 15 pages from 12 of 16 cells (4 not rendered yet), reusing 35 files" in result.stderr
+    assert full.stat().st_ino == inode  # hard-linked from the previous site, not copied again
+
+
+def test_failed_build_leaves_the_previous_site(site: tuple[Path, Path], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    study, out = site
+    before = tree_digest(out)
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "topic.html").write_text(
+        "{% extends 'base.html' %}{% block content %}{{ topic.no_such_field }}{% endblock %}")
+    code, err = fails(capsys, monkeypatch, "build", study, "--out", out, "--templates", templates)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: template topic.html") and "no_such_field" in err
+    assert tree_digest(out) == before
+    assert [p.name for p in out.parent.iterdir()] == ["site"]  # no temporary folder left behind
+
+
+def test_failure_while_writing_leaves_the_previous_site(site: tuple[Path, Path], capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    study, out = site
+    before = tree_digest(out)
+    import reportgen.site.files as sitefiles
+
+    real, calls = sitefiles._write, []
+
+    def failing(root: Path, file: sitefiles.SiteFile) -> None:
+        calls.append(file.path)
+        if len(calls) == 20:
+            raise OSError(28, "No space left on device")
+        real(root, file)
+
+    monkeypatch.setattr(sitefiles, "_write", failing)
+    code, err = fails(capsys, monkeypatch, "build", study, "--out", out)
+    assert code == 2 and len(calls) == 20 and "No space left on device" in err and err.count("\n") == 1
+    assert tree_digest(out) == before
+    assert [p.name for p in out.parent.iterdir()] == ["site"]
+
+
+def test_templates_override_one_file(site: tuple[Path, Path], tmp_path: Path) -> None:
+    study, _ = site
+    templates = tmp_path / "templates"
+    (templates / "assets").mkdir(parents=True)
+    (templates / "_intro.md").write_text("Our own introduction, about {{ site.total }} cells.\n")
+    (templates / "assets" / "extra.css").write_text("body { margin: 0; }\n")
+    out = tmp_path / "site"
+    assert build(study, out, "--templates", templates).exit_code == 0
+    assert "Our own introduction, about 16 cells." in (out / "index.html").read_text()
+    assert (out / "assets" / "extra.css").is_file() and (out / "assets" / "site.js").is_file()
+
+
+def test_building_a_gpu_renders_store_needs_no_gpu(site: tuple[Path, Path], tmp_path: Path) -> None:
+    study, _ = site
+    result = build(study, tmp_path / "gpu", "--device", "cuda", "--dtype", "float16")
+    assert result.exit_code == 0, result.output
+    assert "from 0 of 16 cells (16 not rendered yet)" in result.stderr  # the keys differ: cuda/float16 cells
+    assert "cuda, float16" in (tmp_path / "gpu" / "methodology.html").read_text()
+
+
+def test_out_that_is_not_a_site_is_refused(site: tuple[Path, Path], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    study, _ = site
+    (tmp_path / "notes.txt").write_text("mine")
+    code, err = fails(capsys, monkeypatch, "build", study, "--out", tmp_path)
+    assert code == 2 and "not a site built by reportgen" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "mine"
+    code, err = fails(capsys, monkeypatch, "build", study, "--out", tmp_path / "new", "--templates", tmp_path / "nope")
+    assert code == 2 and "--templates folder not found" in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_new_topic_round_trips_through_render_and_build(tiny_study: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    made = run("new-topic", tiny_study, "fox-1", "--title", "A fox: quick",
+               "--prompt", '"a red fox" -W32 -H32 -C7.5 -S123')
+    assert made.exit_code == 0, made.output
+    page = tiny_study / "topics" / "fox-1.md"
+    assert made.stdout.strip() == str(page)
+    text = page.read_text()
+    assert text.startswith("---\ntitle: 'A fox: quick'\nprompt: '\"a red fox\" -W32 -H32 -C7.5 -S123'\norder: 2\n---\n")
+
+    code, err = fails(capsys, monkeypatch, "new-topic", tiny_study, "fox-1", "--title", "Other", "--prompt", '"x" -S1')
+    assert code == 2 and "already exists" in err and page.read_text() == text
+    for slug in ("../x", "Fox", "a/b", ""):
+        code, err = fails(capsys, monkeypatch, "new-topic", tiny_study, slug, "--title", "T", "--prompt", '"x" -S1')
+        assert code == 2 and err.count("\n") == 1 and err.startswith("error: bad topic slug"), slug
+    assert not (tiny_study / "x.md").exists() and not (tiny_study.parent / "x.md").exists()
+    code, err = fails(capsys, monkeypatch, "new-topic", tiny_study, "fox-2", "--title", "T",
+                      "--prompt", '"x" -W32 -H32')
+    assert code == 2 and "seed" in err and not (tiny_study / "topics" / "fox-2.md").exists()
+
+    assert run("render", tiny_study, "--topic", "fox-1").exit_code == 0
+    out = tmp_path / "site"
+    assert build(tiny_study, out).exit_code == 0
+    html = (out / "topics" / "fox-1.html").read_text()
+    assert "A fox: quick" in html and "Write what this topic shows here" in html
+    assert html.count('class="cell"') == 4 and 'class="cell missing"' not in html
+    assert "<h1>Anime</h1>" not in html and "4 of 4 cells rendered" in html
+
+
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs the system Chromium (.ci/run installs it)")
+def test_real_browser_over_file_urls(site: tuple[Path, Path]) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    _, out = site
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
+        page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+        for name in ("index.html", "topics/anime.html", "topics/hostile.html", "topics/later.html"):
+            page.goto((out / name).as_uri())
+            # lazy images load only when scrolled to: load them all, then every one must decode
+            page.evaluate("document.querySelectorAll('img').forEach(i => i.loading = 'eager')")
+            page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+            widths = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
+            assert all(w > 0 for _, w in widths), [s for s, w in widths if not w]
+            # index: 3 covers (one topic not rendered); anime: 4 cells, 1 grid, 5 compare images
+            assert len(widths) >= {"index.html": 3, "topics/anime.html": 4 + 1 + 5}.get(name, 0)
+
+        page.goto((out / "topics" / "anime.html").as_uri())
+        caption = "document.querySelector('.viewer-caption').textContent"
+        page.click('a.cell[data-row="0"][data-col="0"]')
+        assert page.is_visible(".viewer") and page.evaluate(caption).startswith("K_EULER · 2 steps")
+        page.keyboard.press("ArrowRight")
+        assert page.evaluate(caption).startswith("K_EULER · 4 steps")
+        page.keyboard.press("ArrowDown")
+        assert page.evaluate(caption).startswith("K_HEUN · 4 steps")
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press("ArrowUp")
+        assert page.evaluate(caption).startswith("K_EULER · 2 steps")
+        page.wait_for_function("document.querySelector('.viewer-image').naturalWidth > 0")
+        page.keyboard.press("Escape")
+        assert not page.is_visible(".viewer")
+
+        chosen = page.evaluate("document.querySelector('#compare-b').options[0].value")
+        page.select_option("#compare-b", chosen)
+        assert page.get_attribute(".mode-side img.cmp-b", "src") == chosen
+        page.click('.modes button[data-mode="slider"]')
+        assert page.get_attribute("#compare-stage", "data-mode") == "slider" and page.is_visible(".slider-box")
+        page.fill("#compare-slider", "20")
+        assert "80%" in page.evaluate("document.querySelector('.slider-box img.over').style.clipPath")
+        page.click('.modes button[data-mode="flicker"]')
+        shown = {page.text_content(".flicker-which")}
+        page.wait_for_function(f"document.querySelector('.flicker-which').textContent !== {list(shown)[0]!r}")
+        assert page.get_attribute(".modes button[data-mode='flicker']", "aria-pressed") == "true"
+        browser.close()
+    assert problems == []
+
+
+def test_manifest_marks_the_site(site: tuple[Path, Path]) -> None:
+    _, out = site
+    assert (out / MANIFEST).is_file()
