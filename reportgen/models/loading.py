@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from reportgen.errors import ModelError
@@ -10,23 +12,38 @@ from reportgen.models.tiny import build_tiny_pipeline
 
 
 def pick_device(device: str | None = None, dtype: str | None = None) -> tuple[str, str]:
-    """Choose (device, dtype): CUDA with float16 when present, else CPU with float32; both overridable."""
-    import torch
+    """Choose (device, dtype): CUDA with float16 when present, else CPU with float32; both overridable.
 
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r} asked for, but CUDA is not available")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise ModelError(f"device {device!r} asked for, but MPS is not available")
-    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+    torch is imported only to look for a GPU (no device given, or a GPU asked for): `--device cpu` needs none,
+    and neither does a Linux machine without the device files every GPU driver torch can use creates."""
+    if device is not None and device not in ("cpu", "mps") and not device.startswith("cuda"):
         raise ModelError(f"unknown device {device!r} (use cpu, cuda, cuda:N or mps)")
+    if device is None and not _gpu_driver_present():
+        device = "cpu"
+    if device != "cpu":
+        import torch
+
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelError(f"device {device!r} asked for, but CUDA is not available")
+        if device == "mps" and not torch.backends.mps.is_available():
+            raise ModelError(f"device {device!r} asked for, but MPS is not available")
     if dtype is None:
         dtype = "float32" if device == "cpu" else "float16"
     if dtype not in ("float32", "float16", "bfloat16"):
         raise ModelError(f"unknown dtype {dtype!r} (use float32, float16 or bfloat16)")
     return device, dtype
 
+
+
+# NVIDIA's driver (/dev/nvidiactl), ROCm's (/dev/kfd, which torch.cuda also serves) and WSL's GPU bridge (/dev/dxg)
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+
+
+def _gpu_driver_present() -> bool:
+    """False only where torch.cuda cannot be available: Linux with none of the GPU drivers' device files."""
+    return not sys.platform.startswith("linux") or any(os.path.exists(path) for path in GPU_DEVICE_FILES)
 
 
 def load_pipeline(info: ModelInfo, device: str = "cpu", dtype: str = "float32") -> Any:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from reportgen.render.plan import Cell
 from reportgen.render.store import Store, atomic_write
@@ -71,29 +72,61 @@ def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: 
     return lines
 
 
-def write_grids(study: Study, cells: Iterable[Cell], store: Store, out_dir: Path) -> list[Path]:
-    """One labelled grid PNG per topic and seed, from the stored cells (missing cells drawn grey)."""
+GRID_CHUNK = "reportgen-grid"  # a grid PNG's text chunk: the digest of what it shows
+
+
+def write_grids(study: Study, cells: Iterable[Cell], store: Store, out_dir: Path,
+                stored: Collection[str]) -> list[Path]:
+    """One labelled grid PNG per topic and seed (cells whose key is not in `stored` drawn grey); a grid that
+    already shows exactly this is left as it is."""
     groups: dict[tuple[str, int], list[Cell]] = {}
     for cell in cells:
         groups.setdefault((cell.topic, cell.seed), []).append(cell)
     paths = []
     for (slug, seed), group in groups.items():
-        buffer = io.BytesIO()
-        draw_grid(study, group, store).save(buffer, format="PNG")
-        paths.append(atomic_write(out_dir / f"{slug}-{seed}.png", buffer.getvalue()))
+        path = out_dir / f"{slug}-{seed}.png"
+        digest = grid_digest(study, group, stored)
+        if _shown(path) != digest:
+            atomic_write(path, grid_png(study, group, store, stored, {GRID_CHUNK: digest}))
+        paths.append(path)
     return paths
 
 
-def draw_grid(study: Study, group: list[Cell], store: Store) -> Any:
-    """The labelled grid (a PIL image) of one topic and seed's cells; missing cells are drawn grey."""
+def grid_digest(study: Study, group: list[Cell], stored: Collection[str]) -> str:
+    """SHA-256 of everything a topic and seed's grid shows: its title, rows, columns and which cells are stored."""
+    topic = study.topic(group[0].topic)
+    what = json.dumps([topic.title, topic.prompt.to_command(), topic.samplers, topic.steps,
+                       [(c.key, c.key in stored) for c in group]])
+    return hashlib.sha256(what.encode()).hexdigest()
+
+
+def grid_png(study: Study, group: list[Cell], store: Store, stored: Collection[str],
+             text: dict[str, str] | None = None) -> bytes:
+    """The labelled grid of one topic and seed's cells as PNG bytes (with `text` chunks); cells not in `stored`
+    are drawn grey."""
     topic = study.topic(group[0].topic)
     rows = [get_sampler(s).label for s in dict.fromkeys(c.sampler for c in group)]
     columns = [str(n) for n in sorted({c.steps for c in group})]
     images = {}
     for cell in group:
-        stored = store.get(cell.key)
-        if stored is not None:
-            with Image.open(stored.image) as im:
+        if cell.key in stored:
+            with Image.open(store.image_path(cell.key)) as im:
                 images[(get_sampler(cell.sampler).label, str(cell.steps))] = im.convert("RGB")
     title = f"{topic.title}: {topic.prompt.with_(seed=group[0].seed).to_command()}"
-    return make_grid(rows, columns, images, title=title, tile=max(128, group[0].width))
+    grid = make_grid(rows, columns, images, title=title, tile=max(128, group[0].width))
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    grid.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def _shown(path: Path) -> str | None:
+    """The digest an existing grid PNG says it shows (its header is read, not its pixels), or None."""
+    try:
+        with Image.open(path) as image:
+            value = image.info.get(GRID_CHUNK)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+    return value if isinstance(value, str) else None

@@ -64,7 +64,9 @@ def run_render(job: RenderJob, executor: str = "batched",
             pipe = load_pipeline(job.model, job.device, job.dtype)
             options = {"batch_size": batch_size, "compile": compile} if executor == "batched" else {}
             result = render(job.plan, pipe, job.model, job.store, executor=executor, on_cell=on_cell, **options)
-        grids = write_grids(job.study, job.plan.cells, job.store, job.study.root / "grids")
+        failed = {cell.key for cell, _ in result.failed}
+        stored = {c.key for c in job.plan.cached} | {c.key for c in job.plan.to_render if c.key not in failed}
+        grids = write_grids(job.study, job.plan.cells, job.store, job.study.root / "grids", stored)
     return result, grids
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from reportgen.errors import StudyError
@@ -60,18 +63,66 @@ class Plan:
 
 def runtime_environment(model: ModelInfo, device: str, dtype: str) -> dict[str, str]:
     """What besides the cell's own parameters changes pixels: model, dtype, device type, library versions."""
-    import diffusers
-    import torch
-
     return {"model": model.identity, "dtype": dtype, "device": device.split(":")[0],
-            "diffusers": diffusers.__version__, "torch": torch.__version__}
+            "diffusers": package_version("diffusers"), "torch": package_version("torch")}
+
+
+@functools.cache
+def package_version(name: str) -> str:
+    """An installed package's version from its metadata (the same string as its `__version__`), without
+    importing it: importing torch and diffusers costs seconds that a plan with nothing to render does not need."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "-"
 
 
 def scheduler_config(sampler: str, base_config: dict[str, Any]) -> dict[str, Any]:
-    """The full config of the sampler's scheduler, as diffusers builds it from the model's config."""
-    scheduler = get_sampler(sampler).make_scheduler(base_config)
-    return {"class": type(scheduler).__name__, **{k: _plain(v) for k, v in dict(scheduler.config).items()
-                                                   if not k.startswith("_")}}
+    """The full config of the sampler's scheduler, as diffusers builds it from the model's config.
+
+    Building one means importing diffusers and, for some schedulers, a fifth of a second each, so the
+    result is kept in a cache file keyed by everything it depends on, diffusers' version included."""
+    entry = get_sampler(sampler)
+    key = hashlib.sha256(json.dumps([entry.scheduler, entry.overrides, base_config, package_version("diffusers")],
+                                    sort_keys=True, default=str).encode()).hexdigest()
+    cache = _scheduler_configs()
+    found = cache.get(key)
+    if isinstance(found, dict) and found.get("class") == entry.scheduler:
+        return found
+    scheduler = entry.make_scheduler(base_config)
+    config = {"class": type(scheduler).__name__, **{k: _plain(v) for k, v in dict(scheduler.config).items()
+                                                     if not k.startswith("_")}}
+    cache[key] = config
+    _save_scheduler_configs(cache)
+    return config
+
+
+SCHEDULER_CACHE = "scheduler-configs.json"
+
+
+def _cache_file() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "reportgen" / SCHEDULER_CACHE
+
+
+@functools.cache
+def _scheduler_configs() -> dict[str, Any]:
+    """The cache file's entries, read once per process; an unreadable or malformed file counts as empty."""
+    try:
+        data = json.loads(_cache_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_scheduler_configs(cache: dict[str, Any]) -> None:
+    path = _cache_file()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(cache, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a cache that cannot be written only costs time
 
 
 def check_steps(sampler: str, steps: int, model: ModelInfo) -> None:

@@ -20,26 +20,22 @@ How to add a section (e.g. convergence metrics, or speed and preview data):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shlex
 import statistics
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
-
-from markupsafe import Markup
+from typing import Any
 
 from reportgen.errors import SiteError
 from reportgen.models.sources import ModelInfo, resolve_model
-from reportgen.render.plan import KEY_VERSION, Cell
+from reportgen.render.plan import Cell, plan
+from reportgen.render.store import Store
 from reportgen.samplers import SAMPLERS, get_sampler
-from reportgen.site.convergence import Convergence, gather_convergence
+from reportgen.site.convergence import gather_convergence
 from reportgen.site.files import MANIFEST, THUMB_SIZE, Previous, SiteFile, read_previous, thumbnail, write_site
 from reportgen.site.speed import SpeedSection, gather_speed
-from reportgen.render.store import Store
 from reportgen.site.views import (
     BATCH_IMAGES,
     BATCH_KEPT,
@@ -76,8 +72,9 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
     study = load_study(study_path)
     info = resolve_model(model or study.model, model_config)
     the_store = Store(store if store is not None else study.root / "store")
-    cells, plan_cache = _planned_cells(study, info, device, dtype, the_store, previous)
-    device, dtype = plan_cache["device"], plan_cache["dtype"]
+    device, dtype = _resolve_device(device, dtype)
+    the_plan = plan(study, info, device, dtype, the_store)  # reads only the store: no model, no diffusers
+    cells = list(the_plan.cells)
 
     files: list[SiteFile] = []
     views: dict[str, CellView] = {}
@@ -99,13 +96,13 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
     speedups, speedup_source = _speedups(summary, steps, speed)
     return SiteData(
         title=study.title, description=study.description, model=info.spec, model_identity=info.identity,
-        device=device, dtype=dtype, environment=dict(plan_cache["environment"]),
+        device=device, dtype=dtype, environment=dict(the_plan.environment),
         reference_sampler=get_sampler(study.reference_sampler).label, topics=topics,
         samplers=tuple(_sampler_view(s, _study_samplers(study)) for s in SAMPLERS), summary=summary, steps=steps,
         speedups=speedups, stored=len(stored), total=len(all_views),
         nfe_counted=sum(v.nfe_counted or 0 for v in stored), seconds=sum(v.seconds or 0.0 for v in stored),
         executors=tuple(sorted({v.executor for v in stored if v.executor})),
-        files=tuple(files), plan_cache=plan_cache, convergence=convergence, speed=speed,
+        files=tuple(files), convergence=convergence, speed=speed,
         speedup_source=speedup_source,
     )
 
@@ -141,31 +138,9 @@ def build_site(study_path: Path, out: Path, *, templates: Path | None = None, mo
                   previous=previous)
     pages, assets = render_site(data, templates)
     files = [*data.files, *assets]
-    write_site(out, pages, files, {"plan": data.plan_cache})
+    write_site(out, pages, files, {})
     return BuildResult(out=out, index=out / "index.html", pages=len(pages), stored=data.stored, total=data.total,
                        reused=sum(1 for f in files if f.link), seconds=time.perf_counter() - start)
-
-
-def _planned_cells(study: Study, info: ModelInfo, device: str | None, dtype: str | None, store: Store,
-                   previous: Previous | None) -> tuple[list[Cell], dict[str, Any]]:
-    """The study's cells and their keys; reused from the previous build when nothing that decides them changed.
-
-    Planning builds every sampler's scheduler with diffusers (seconds of imports), so the plan is cached in
-    the site's manifest under a fingerprint of all it depends on."""
-    fingerprint = _plan_fingerprint(study, info, device, dtype)
-    cached = previous.manifest.get("plan") if previous is not None else None
-    if isinstance(cached, dict) and cached.get("fingerprint") == fingerprint:
-        try:
-            return [Cell(**c) for c in cached["cells"]], cached
-        except (KeyError, TypeError):
-            pass  # an older or damaged cache: plan again
-    from reportgen.render.plan import plan
-
-    resolved_device, resolved_dtype = _resolve_device(device, dtype)
-    the_plan = plan(study, info, resolved_device, resolved_dtype, store)
-    cache = {"fingerprint": fingerprint, "device": resolved_device, "dtype": resolved_dtype,
-             "environment": the_plan.environment, "cells": [asdict(c) for c in the_plan.cells]}
-    return list(the_plan.cells), cache
 
 
 def _resolve_device(device: str | None, dtype: str | None) -> tuple[str, str]:
@@ -178,24 +153,6 @@ def _resolve_device(device: str | None, dtype: str | None) -> tuple[str, str]:
             raise SiteError(f"unknown dtype {dtype!r} (use float32, float16 or bfloat16)")
         return device, dtype
     return pick_device(device, dtype)
-
-
-def _plan_fingerprint(study: Study, info: ModelInfo, device: str | None, dtype: str | None) -> str:
-    """SHA-256 over the plan's inputs: topics, model, device and dtype as asked, library versions, registry."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "-"
-
-    payload = {
-        "key_version": KEY_VERSION, "model": info.identity, "scheduler": info.scheduler_config, "device": device,
-        "dtype": dtype, "diffusers": installed("diffusers"), "torch": installed("torch"), "registry": repr(SAMPLERS),
-        "topics": [(t.slug, t.prompt.to_command(), t.steps, t.seeds, t.samplers) for t in study.topics],
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _cell_view(cell: Cell, topic: Topic, info: ModelInfo, device: str, store: Store, previous: Previous | None,
@@ -269,20 +226,12 @@ def _topic_page(study: Study, topic: Topic, cells: list[Cell], views: dict[str, 
 def _grid_file(study: Study, topic: Topic, group: list[Cell], views: dict[str, CellView], store: Store,
                previous: Previous | None, files: list[SiteFile]) -> str:
     """The labelled grid's site path, named by what it shows, so an unchanged grid is reused, not redrawn."""
-    import io
+    from reportgen.render.grid import grid_digest, grid_png
 
-    from reportgen.render.grid import draw_grid
-
-    what = json.dumps([topic.title, topic.prompt.to_command(), topic.samplers, topic.steps,
-                       [(c.key, views[c.key].stored) for c in group]])
-    path = f"img/grid/{topic.slug}-{group[0].seed}-{hashlib.sha256(what.encode()).hexdigest()[:16]}.png"
+    stored = {c.key for c in group if views[c.key].stored}
+    path = f"img/grid/{topic.slug}-{group[0].seed}-{grid_digest(study, group, stored)[:16]}.png"
     old = previous.reuse(path) if previous is not None else None
-    if old is not None:
-        files.append(old)
-    else:
-        buffer = io.BytesIO()
-        draw_grid(study, group, store).save(buffer, format="PNG")
-        files.append(SiteFile(path, data=buffer.getvalue()))
+    files.append(old or SiteFile(path, data=grid_png(study, group, store, stored)))
     return path
 
 

@@ -14,12 +14,12 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from reportgen.measure.findings import Findings, findings
 from reportgen.measure.analysis import Analysis, SamplerSummary, analyze
 from reportgen.measure.exports import export_files, fits_records
+from reportgen.measure.findings import Findings, findings
 from reportgen.render.plan import Cell
-from reportgen.site.files import Previous, SiteFile
 from reportgen.render.store import Store
+from reportgen.site.files import Previous, SiteFile
 from reportgen.study.load import Study
 
 PLOTS_VERSION = 1  # bump when the plots' look changes, so previous builds' SVGs are not reused

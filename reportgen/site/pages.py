@@ -17,7 +17,8 @@ from markupsafe import Markup
 
 from reportgen.errors import SiteError
 
-DEFAULT_TEMPLATES = Path(__file__).parent.parent / "templates"  # a link to the checkout's templates/ or, in a wheel, a copy
+# reportgen/templates: a link to the checkout's templates/ or, in a wheel, a copy
+DEFAULT_TEMPLATES = Path(__file__).parent.parent / "templates"
 
 # Commentary may format text, link and show code; images would be fetched from wherever they point.
 _COMMENTARY_TAGS = {

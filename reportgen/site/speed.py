@@ -10,7 +10,6 @@ from typing import Any
 from reportgen.render.timing import load_speed, workflow_runs
 from reportgen.samplers import get_sampler
 
-
 # The guide's own table: it/s at 512x512 on an M1 Max, 3-sample average.
 GUIDE_IT_PER_S = {"ddim": 1.89, "plms": 1.86, "k_euler": 1.86, "k_lms": 1.91, "k_heun": 0.95, "k_dpm_2": 0.95,
                   "k_dpm_2_a": 0.95, "k_euler_a": 1.86}

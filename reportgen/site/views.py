@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NotRequired, TypedDict
+from typing import NotRequired, TypedDict
 
 from markupsafe import Markup
 
 from reportgen.site.convergence import Convergence
 from reportgen.site.files import SiteFile
 from reportgen.site.speed import SpeedSection
-
 
 # The guide's worked example of preview-then-polish: 100 images, of which 3 are polished.
 BATCH_IMAGES = 100
@@ -195,7 +194,6 @@ class SiteData:
     batch_images: int = BATCH_IMAGES
     batch_kept: int = BATCH_KEPT
     files: tuple[SiteFile, ...] = field(default=(), repr=False)
-    plan_cache: dict[str, Any] = field(default_factory=dict, repr=False)
     convergence: Convergence | None = None  # measured convergence (site/convergence.py); None before any render
     speed: SpeedSection | None = None  # STUDY/speed.json and workflow.json (site/speed.py); None before either exists
     speedup_source: str = "store"  # where `speedups` took seconds from: "speed" (speed.json) or "store" (records)
