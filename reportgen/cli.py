@@ -95,12 +95,13 @@ def render(
     plan = job.plan
     typer.echo(f"{len(plan.cells)} cells: {len(plan.cached)} cached, {len(plan.to_render)} to render "
                f"({plan.nfe_to_run} model calls) with {job.model.spec} on {job.device}/{job.dtype}", err=True)
+    _echo_notes(job)
     if dry_run:
         if as_json:
             typer.echo(json.dumps({"cells": len(plan.cells), "rendered": 0, "cached": len(plan.cached),
                                    "to_render": len(plan.to_render), "nfe": 0, "planned_nfe": plan.nfe_to_run}))
         return
-    result, grids = _with_progress(len(plan.to_render),
+    result, grids = _with_progress(len(plan.to_render), plan.nfe_to_run,
                                    lambda advance: workflow.run_render(job, executor, advance, batch_size, compile))
     typer.echo(f"rendered {result.rendered}, cached {result.cached}, failed {len(result.failed)}, "
                f"{result.nfe} model calls in {result.seconds:.1f}s; grids in {grids[0].parent if grids else '-'}",
@@ -115,6 +116,24 @@ def render(
                                "seconds": round(result.seconds, 3), "grids": [str(g) for g in grids]}))
     if result.failed:
         raise typer.Exit(1)
+    typer.echo(f"next: reportgen build {shlex.quote(str(study))} --out {shlex.quote(str(study / 'site'))}", err=True)
+
+
+def _echo_notes(job: Any) -> None:
+    """A render job's notes for contributors (estimated time, sizes far from native, captions the demo model
+    cannot draw), one line each on stderr."""
+    from reportgen.render.jobs import contributor_notes
+
+    for note in contributor_notes(job):
+        typer.echo(f"note: {note}", err=True)
+    if job.model.kind == "demo":
+        from reportgen.demo.data import caption_problem
+
+        for slug in dict.fromkeys(c.topic for c in job.plan.cells):
+            problem = caption_problem(job.study.topic(slug).prompt.text)
+            if problem:
+                typer.echo(f"warning: topic {slug}: {problem}, so expect noise or a guess (its captions: "
+                           "docs/demo-model.md)", err=True)
 
 
 @app.command()
@@ -277,9 +296,15 @@ def new_topic(
         "--prompt", help='The prompt in the guide\'s syntax: \'"a red fox" -W512 -H512 -C7.5 -S123\'.')],
 ) -> None:
     """Add a topic page (front matter and a commentary stub) to a study; never overwrites one."""
+    from reportgen.render import jobs
     from reportgen.study.scaffold import new_topic as write_topic
 
     typer.echo(str(write_topic(study, slug, title, prompt)))
+    try:
+        _echo_notes(jobs.prepare_render(study, topics=[slug]))
+    except ReportgenError as exc:  # the page is written; only what render would say of it is missing
+        typer.echo(f"note: cannot plan its cells yet: {exc}", err=True)
+    typer.echo(f"next: reportgen render {shlex.quote(str(study))} --topic {slug}", err=True)
 
 
 @app.command()
@@ -363,15 +388,52 @@ def polish(
         typer.echo(str(path))
 
 
-def _with_progress(total: int, work: Callable[[Callable[[Any], None]], T]) -> T:
-    """Run `work(advance)` under a rich progress bar on stderr that `advance` moves one cell on."""
+PROGRESS_EVERY = 10.0  # seconds between progress lines when stderr is no terminal (a log file, a batch job)
+
+
+def _with_progress(total: int, calls: int, work: Callable[[Callable[[Any], None]], T]) -> T:
+    """Run `work(advance)`, where `advance` moves one cell on: under a rich progress bar on a terminal, else
+    with a plain line at least every PROGRESS_EVERY seconds, so a log shows the render is alive."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        return _with_progress_lines(total, calls, work)
     columns = (TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("render", total=total)
         return work(lambda _output: progress.advance(task))
+
+
+def _with_progress_lines(total: int, calls: int, work: Callable[[Callable[[Any], None]], T]) -> T:
+    """`work(advance)` with a progress line every PROGRESS_EVERY seconds from a timer thread, since a batched
+    render can run minutes before its first cell is finished."""
+    import threading
+    import time
+
+    done = [0, 0]  # cells, model calls
+    start = time.monotonic()
+    stop = threading.Event()
+
+    def report() -> None:
+        while not stop.wait(PROGRESS_EVERY):
+            elapsed = time.monotonic() - start
+            left = f", about {elapsed * (calls - done[1]) / done[1]:.0f} s left" if done[1] else ""
+            typer.echo(f"rendering: {done[0]}/{total} cells, {done[1]:,}/{calls:,} model calls, "
+                       f"{elapsed:.0f} s{left}", err=True)
+
+    def advance(output: Any) -> None:
+        done[0] += 1
+        done[1] += getattr(output, "nfe", 0)
+
+    thread = threading.Thread(target=report, name="reportgen-progress", daemon=True)
+    thread.start()
+    try:
+        return work(advance)
+    finally:
+        stop.set()
+        thread.join()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,6 +98,20 @@ def parse_caption(caption: str) -> Scene:
         if scene.caption == caption.strip().lower():
             return scene
     raise ValueError(f"not a caption of the demo grammar: {caption!r}")
+
+
+def caption_problem(text: str) -> str | None:
+    """Why the demo model will not draw `text` well (words it never saw, or its words outside the caption
+    grammar), or None for a caption of the grammar."""
+    words = re.findall(r"[a-z]+", text.lower())
+    unknown = list(dict.fromkeys(w for w in words if w not in WORDS))
+    if unknown:
+        return f"the demo model never saw {', '.join(repr(w) for w in unknown[:8])}"
+    try:
+        parse_caption(" ".join(words))
+    except ValueError:
+        return "its words, but not one of the demo model's captions"
+    return None
 
 
 def draw(scene: Scene, rng: random.Random, size: int = SIZE) -> Image.Image:

@@ -148,3 +148,24 @@ def _hub_info(repo_id: str) -> ModelInfo:
         raise ModelError(f"cannot find hub model {repo_id!r} (offline: {offline}): {first}") from None
     return ModelInfo(repo_id, "hub", f"hub:{repo_id}@{folder.name}", path=folder,
                      scheduler_config=_read_scheduler(folder))
+
+
+TINY_NATIVE_SIZE = 64  # the tiny UNet's sample_size 8 times its VAE's 8x downsampling
+
+
+def native_size(info: ModelInfo) -> int | None:
+    """The image side the model was built for (its UNet's sample size times its VAE's downsampling), read from
+    its configs; None where they are not at hand (a single file without --model-config)."""
+    if info.kind == "tiny":
+        return TINY_NATIVE_SIZE
+    folder = info.config if info.kind == "single-file" else info.path
+    if folder is None:
+        return None
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+        sample, blocks = unet["sample_size"], vae["block_out_channels"]
+        side = sample[0] if isinstance(sample, list) else sample
+        return int(side) * 2 ** (len(blocks) - 1) if isinstance(side, int) and isinstance(blocks, list) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # another architecture, or configs we cannot read: no size to compare with

@@ -52,6 +52,42 @@ def prepare_render(study_path: Path, *, topics: Iterable[str] = (), samplers: It
     return RenderJob(study, info, device, dtype, the_store, the_plan)
 
 
+def contributor_notes(job: RenderJob) -> list[str]:
+    """What a contributor should know before rendering: the estimated time of the cells to render, and topics
+    whose size is far from the model's native size (poor images, and time that grows with the pixels)."""
+    from reportgen.models.sources import native_size
+    from reportgen.render.estimate import estimate
+
+    notes = []
+    if job.plan.to_render:
+        guess = estimate(job.plan.to_render, job.study.root, job.store, job.device)
+        if guess.seconds is not None:
+            notes.append(f"estimated time of the {guess.cells} cells to render: about {_duration(guess.seconds)} "
+                         f"on {job.device} (from {guess.source})")
+        else:
+            notes.append(f"no speed measured on {job.device} yet, so no time estimate: {guess.calls:,} model calls, "
+                         f"{guess.megapixel_calls:,.1f} megapixel-calls; `reportgen speed {job.study.root}` "
+                         "measures one")
+    native = native_size(job.model)
+    planned = dict.fromkeys(c.topic for c in job.plan.cells)
+    for topic in (job.study.topic(slug) for slug in planned):
+        width, height = topic.prompt.width, topic.prompt.height
+        if native is not None and not native / 2 <= max(width, height) <= 2 * native:
+            notes.append(f"topic {topic.slug} is {width}x{height}, far from {job.model.label}'s native "
+                         f"{native}x{native}: expect images unlike its training, at "
+                         f"{width * height / native**2:.2g}x the time per model call of its native size")
+    return notes
+
+
+def _duration(seconds: float) -> str:
+    """'45 s', '12 min', '3.5 h': as precise as an estimate deserves."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def run_render(job: RenderJob, executor: str = "batched",
                on_cell: Callable[[CellOutput], None] | None = None,
                batch_size: int | None = None, compile: bool = False) -> tuple[RenderResult, list[Path]]:
