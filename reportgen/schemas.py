@@ -1,0 +1,329 @@
+"""The schema of every JSON file reportgen reads besides its own PNG records, and the one way to read them.
+
+One pydantic model per file kind, checked before any value is used (issue 22):
+
+| file | model | who reads it | when it fails |
+| --- | --- | --- | --- |
+| `~/.cache/reportgen/file-hashes.json` | `HashCache` | models/sources.py | a cache: ignored (a note), rewritten |
+| `STORE/metrics/ab/<key>.json` | `DistanceFile` | measure/distances.py | a cache: ignored (a note), rewritten |
+| `STUDY/speed.json` | `SpeedRecord` | render/timing.py | the user's file: named, exit 2 |
+| `STUDY/workflow.json` | `WorkflowRecord` | render/timing.py | the user's file: named, exit 2 |
+| `MODEL/scheduler/scheduler_config.json` | `SchedulerConfig` | models/sources.py | the user's file: named, exit 2 |
+| `MODEL/model_index.json` | `ModelIndex` | models/sources.py | the user's file: named, exit 2 |
+
+`load` reads and validates a user's file and raises the caller's ReportgenError subclass with one line
+that names the file and what is wrong; `load_cache` returns None for a cache that is missing or fails
+(logging one note on the `reportgen` logger, which the CLI prints). JSON is parsed by pydantic-core
+(no recursion limit to hit, no float('nan') from `NaN`); files over `MAX_BYTES` are refused unread.
+pydantic is imported only by the modules that read these files, never by `reportgen --help`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import field_validator as _field_validator
+
+from reportgen.errors import ReportgenError, SamplerError
+from reportgen.samplers import get_sampler
+
+MAX_BYTES = 64 * 1024 * 1024  # the largest JSON file read: a study's workflow.json of 200 runs is far below
+MAX_TRAIN_TIMESTEPS = 100_000  # a scheduler allocates arrays of this length; SD ships 1000
+NOTES = logging.getLogger("reportgen")  # the CLI prints each record as one `note:` line
+
+M = TypeVar("M", bound=BaseModel)
+E = TypeVar("E", bound=ReportgenError)
+
+
+class FileProblem(ReportgenError):
+    """A file that cannot be read or does not fit its schema (the message names the file)."""
+
+
+class _Record(BaseModel):
+    """A record reportgen writes: strict types (no '3' for 3, no true for 1); fields it does not know are
+    ignored, so that a newer reportgen's additions do not make an older one refuse the file."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False, frozen=True)
+
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Positive = Annotated[int, Field(gt=0), StrictInt]
+PositiveNumber = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Name = Annotated[str, Field(min_length=1), StrictStr]
+
+
+def _sampler_name(value: str) -> str:
+    try:
+        get_sampler(value)
+    except SamplerError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+# --- caches ------------------------------------------------------------------------------------------------
+
+class HashCache(RootModel[dict[str, Sha256]]):
+    """file-hashes.json: "<resolved path>|<size>|<mtime_ns>" -> the file's SHA-256."""
+
+    model_config = ConfigDict(strict=True)
+
+
+Distance = Annotated[float, Field(ge=0)]  # the latent distance is inf against an all-zero target
+
+
+class DistanceFile(_Record):
+    """STORE/metrics/ab/<key>.json: the cell's distances to each target key, per metric."""
+
+    version: StrictInt
+    targets: dict[StrictStr, dict[StrictStr, Distance]]
+
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=True, frozen=True)
+
+
+# --- the study's measured records ------------------------------------------------------------------------
+
+class SpeedRow(_Record):
+    """One sampler's timing in speed.json."""
+
+    sampler: Name
+    label: Name
+    steps: Positive
+    nfe: Positive
+    seconds: Annotated[list[Seconds], Field(min_length=1)]
+    s_per_image: PositiveNumber
+    it_per_s: PositiveNumber
+    calls_per_s: PositiveNumber
+
+    _sampler = _field_validator("sampler")(_sampler_name)
+
+
+class SpeedRecord(_Record):
+    """STUDY/speed.json, as `reportgen speed` writes it (format 1)."""
+
+    format: Literal[1]
+    measured_at: StrictStr = ""
+    device: Name
+    device_name: Name
+    dtype: Name
+    model: StrictStr = ""
+    topic: StrictStr = ""
+    width: Positive
+    height: Positive
+    steps: Positive
+    samples: Positive
+    executor: StrictStr = "pipeline"
+    samplers: Annotated[list[SpeedRow], Field(min_length=1)]
+
+
+class WorkflowCell(_Record):
+    """One image of a preview or polish run."""
+
+    seed: StrictInt
+    key: Name
+    seconds: Seconds | None = None
+
+
+class WorkflowRun(_Record):
+    """One `reportgen preview` or `polish` run in workflow.json."""
+
+    kind: Literal["preview", "polish"]
+    topic: Name
+    sampler: Name
+    executor: Name
+    store: Name
+    steps: Positive
+    cells: Annotated[list[WorkflowCell], Field(min_length=1)]
+
+    _sampler = _field_validator("sampler")(_sampler_name)
+
+
+class WorkflowRecord(_Record):
+    """STUDY/workflow.json: every preview and polish run, oldest first (format 1)."""
+
+    format: Literal[1]
+    runs: list[WorkflowRun]
+
+
+# --- a model folder's configs -----------------------------------------------------------------------------
+
+class SchedulerConfig(BaseModel):
+    """scheduler/scheduler_config.json: the settings every sampler's scheduler is built from. Only the keys
+    reportgen's samplers and diffusers' schedulers read are checked; others pass (a config carries many)."""
+
+    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False, populate_by_name=True)
+
+    class_name: StrictStr | None = Field(default=None, alias="_class_name")
+    num_train_timesteps: Annotated[int, Field(gt=0, le=MAX_TRAIN_TIMESTEPS)] | None = None
+    beta_start: Annotated[float, Field(gt=0, lt=1)] | None = None
+    beta_end: Annotated[float, Field(gt=0, lt=1)] | None = None
+    beta_schedule: StrictStr | None = None
+    trained_betas: list[Annotated[float, Field(gt=0, lt=1)]] | None = None
+    steps_offset: Annotated[int, Field(ge=0, le=MAX_TRAIN_TIMESTEPS)] | None = None
+    prediction_type: Literal["epsilon", "v_prediction", "sample", "flow_prediction"] | None = None
+    timestep_spacing: Literal["linspace", "leading", "trailing"] | None = None
+    clip_sample: StrictBool | None = None
+    clip_sample_range: PositiveNumber | None = None
+    set_alpha_to_one: StrictBool | None = None
+    skip_prk_steps: StrictBool | None = None
+    rescale_betas_zero_snr: StrictBool | None = None
+    shift: PositiveNumber | None = None
+
+    @_field_validator("class_name")
+    @classmethod
+    def _a_scheduler(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Z][A-Za-z0-9]*Scheduler", value):
+            raise ValueError(f"names {value!r}, which is not a diffusers scheduler class")
+        return value
+
+    @_field_validator("beta_end")
+    @classmethod
+    def _betas_grow(cls, value: float | None, info: Any) -> float | None:
+        start = info.data.get("beta_start")
+        if value is not None and start is not None and value <= start:
+            raise ValueError(f"must be greater than beta_start ({start:g})")
+        return value
+
+
+Component = tuple[StrictStr | None, StrictStr | None]
+
+
+class ModelIndex(BaseModel):
+    """model_index.json: the pipeline's class and, per component folder, its [library, class]."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    class_name: str = Field(alias="_class_name", min_length=1)
+
+    @classmethod
+    def components(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        """The component entries (keys without a leading underscore)."""
+        return {k: v for k, v in raw.items() if not k.startswith("_")}
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+def read_json(path: Path, *, limit: int = MAX_BYTES) -> Any:
+    """The parsed JSON of `path`; FileProblem (without the path) if it cannot be read or parsed."""
+    from pydantic_core import from_json
+
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise FileProblem(f"cannot read it: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise FileProblem(f"over {limit // (1024 * 1024)} MiB, not read")
+    try:
+        return from_json(data, allow_inf_nan=True)
+    except ValueError as exc:
+        raise FileProblem(f"invalid JSON: {_first_line(str(exc))}") from None
+
+
+def validate(kind: type[M], data: Any) -> M:
+    """`data` as a `kind`; FileProblem naming the first value that does not fit (one line)."""
+    try:
+        return kind.model_validate(data)
+    except ValidationError as exc:
+        raise FileProblem(describe(exc)) from None
+    except RecursionError:  # pydantic-core bounds its own depth; this is a last guard
+        raise FileProblem("nested too deeply") from None
+
+
+def load(path: Path, kind: type[M], error: type[E], hint: str = "") -> M:
+    """Read and validate a user's file; `error` naming the file and what is wrong (plus `hint`)."""
+    try:
+        return validate(kind, read_json(path))
+    except FileProblem as exc:
+        raise error(f"{path}: {exc}{'; ' + hint if hint else ''}") from None
+
+
+def load_raw(path: Path, kind: type[BaseModel], error: type[E], hint: str = "") -> dict[str, Any]:
+    """Like `load`, for a JSON object whose exact values matter (they feed cache keys): the parsed object
+    itself, once it fits `kind`."""
+    try:
+        data = read_json(path)
+        validate(kind, data)
+    except FileProblem as exc:
+        raise error(f"{path}: {exc}{'; ' + hint if hint else ''}") from None
+    return dict(data)
+
+
+def load_cache(path: Path, kind: type[M], what: str) -> M | None:
+    """A cache file as a `kind`, or None if it is missing or fails (then a note says it is ignored; the
+    caller's next write replaces it)."""
+    try:
+        return validate(kind, read_json(path))
+    except FileNotFoundError:
+        return None
+    except FileProblem as exc:
+        note_once(f"ignored {what} {path} ({exc}); it is written again")
+        return None
+
+
+_noted: set[str] = set()
+
+
+def note_once(message: str) -> None:
+    """Log `message` as a note, once per process (a cache read a hundred times is named once)."""
+    if message not in _noted:
+        _noted.add(message)
+        NOTES.warning(message)
+
+
+def describe(exc: ValidationError) -> str:
+    """The first problem of a ValidationError as one line: where, what, and the value found."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    where = _location(first["loc"])
+    kind = first["type"]
+    message = _MESSAGES.get(kind) or first["msg"].removeprefix("Value error, ").replace("Input should be", "must be", 1)
+    if kind in ("model_type", "dict_type") and not where:
+        message = "not a JSON object"
+    found = "" if kind in ("missing", "value_error") else f" (got {_short(first.get('input'))})"
+    more = f"; and {len(errors) - 1} more" if len(errors) > 1 else ""
+    return f"{where + ': ' if where else ''}{message}{found}{more}"
+
+
+# pydantic's messages in the words of reportgen's other errors; the rest keep pydantic's ("must be greater than 0")
+_MESSAGES = {
+    "missing": "missing", "model_type": "must be an object", "dict_type": "must be an object",
+    "list_type": "must be a list", "tuple_type": "must be a list", "string_type": "must be a string",
+    "int_type": "must be an integer", "float_type": "must be a number", "bool_type": "must be true or false",
+    "too_short": "must not be empty",
+}
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in ("function-after", "function-before", "constrained-str", "lax-or-strict"):
+            continue
+        else:
+            text += ("." if text else "") + str(part)
+    return text
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A value for a message: its type for containers, its repr cut to `limit` characters otherwise."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "syntax error"
