@@ -26,8 +26,18 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictBool, StrictInt, StrictStr, ValidationError
-from pydantic import field_validator as _field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from reportgen.errors import ReportgenError, SamplerError
 from reportgen.samplers import get_sampler
@@ -100,7 +110,7 @@ class SpeedRow(_Record):
     it_per_s: PositiveNumber
     calls_per_s: PositiveNumber
 
-    _sampler = _field_validator("sampler")(_sampler_name)
+    _sampler = field_validator("sampler")(_sampler_name)
 
 
 class SpeedRecord(_Record):
@@ -126,7 +136,7 @@ class WorkflowCell(_Record):
 
     seed: StrictInt
     key: Name
-    seconds: Seconds | None = None
+    seconds: Seconds | None  # required: null when the cell was not timed
 
 
 class WorkflowRun(_Record):
@@ -140,7 +150,7 @@ class WorkflowRun(_Record):
     steps: Positive
     cells: Annotated[list[WorkflowCell], Field(min_length=1)]
 
-    _sampler = _field_validator("sampler")(_sampler_name)
+    _sampler = field_validator("sampler")(_sampler_name)
 
 
 class WorkflowRecord(_Record):
@@ -152,43 +162,89 @@ class WorkflowRecord(_Record):
 
 # --- a model folder's configs -----------------------------------------------------------------------------
 
+Unit = Annotated[float, Field(gt=0, le=1)]
+
+
 class SchedulerConfig(BaseModel):
-    """scheduler/scheduler_config.json: the settings every sampler's scheduler is built from. Only the keys
-    reportgen's samplers and diffusers' schedulers read are checked; others pass (a config carries many)."""
+    """scheduler/scheduler_config.json: the settings every sampler's scheduler is built from. The keys that
+    diffusers' schedulers for the registry's samplers read are checked (values they would reject or
+    index out of range with; `null` too, which diffusers would use instead of its default, except where
+    null is diffusers' own default: trained_betas, variance_type, sigma_min, sigma_max); other keys
+    pass, as a config carries many."""
 
     model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False, populate_by_name=True)
 
     class_name: StrictStr | None = Field(default=None, alias="_class_name")
-    num_train_timesteps: Annotated[int, Field(gt=0, le=MAX_TRAIN_TIMESTEPS)] | None = None
+    num_train_timesteps: Annotated[int, Field(gt=1, le=MAX_TRAIN_TIMESTEPS)] | None = None
     beta_start: Annotated[float, Field(gt=0, lt=1)] | None = None
     beta_end: Annotated[float, Field(gt=0, lt=1)] | None = None
-    beta_schedule: StrictStr | None = None
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] | None = None
     trained_betas: list[Annotated[float, Field(gt=0, lt=1)]] | None = None
-    steps_offset: Annotated[int, Field(ge=0, le=MAX_TRAIN_TIMESTEPS)] | None = None
-    prediction_type: Literal["epsilon", "v_prediction", "sample", "flow_prediction"] | None = None
+    steps_offset: Annotated[int, Field(ge=0)] | None = None
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] | None = None
     timestep_spacing: Literal["linspace", "leading", "trailing"] | None = None
-    clip_sample: StrictBool | None = None
+    interpolation_type: Literal["linear", "log_linear"] | None = None
+    timestep_type: Literal["discrete", "continuous"] | None = None
+    final_sigmas_type: Literal["zero", "sigma_min"] | None = None
+    algorithm_type: Literal["dpmsolver", "dpmsolver++", "sde-dpmsolver", "sde-dpmsolver++"] | None = None
+    solver_type: Literal["midpoint", "heun", "bh1", "bh2"] | None = None
+    solver_order: Annotated[int, Field(ge=1, le=3)] | None = None
+    variance_type: Literal["learned", "learned_range"] | None = None
+    sigma_min: PositiveNumber | None = None
+    sigma_max: PositiveNumber | None = None
     clip_sample_range: PositiveNumber | None = None
+    sample_max_value: PositiveNumber | None = None
+    dynamic_thresholding_ratio: Unit | None = None
+    lambda_min_clipped: Annotated[float, Field(allow_inf_nan=True)] | None = None
+    clip_sample: StrictBool | None = None
     set_alpha_to_one: StrictBool | None = None
     skip_prk_steps: StrictBool | None = None
     rescale_betas_zero_snr: StrictBool | None = None
-    shift: PositiveNumber | None = None
+    thresholding: StrictBool | None = None
+    use_karras_sigmas: StrictBool | None = None
+    use_exponential_sigmas: StrictBool | None = None
+    use_beta_sigmas: StrictBool | None = None
+    use_lu_lambdas: StrictBool | None = None
+    lower_order_final: StrictBool | None = None
+    euler_at_final: StrictBool | None = None
+    predict_x0: StrictBool | None = None
+    disable_corrector: list[StrictInt] | None = None
 
-    @_field_validator("class_name")
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if value is None and key in _SCHEDULER_KEYS and key not in _NULL_DEFAULTS:
+                    raise ValueError(f"{key}: must not be null (diffusers would use null, not its default)")
+        return data
+
+    @field_validator("class_name")
     @classmethod
     def _a_scheduler(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[A-Z][A-Za-z0-9]*Scheduler", value):
             raise ValueError(f"names {value!r}, which is not a diffusers scheduler class")
         return value
 
-    @_field_validator("beta_end")
-    @classmethod
-    def _betas_grow(cls, value: float | None, info: Any) -> float | None:
-        start = info.data.get("beta_start")
-        if value is not None and start is not None and value <= start:
-            raise ValueError(f"must be greater than beta_start ({start:g})")
-        return value
+    @model_validator(mode="after")
+    def _consistent(self) -> SchedulerConfig:
+        trained = self.num_train_timesteps or 1000
+        if self.beta_start is not None and self.beta_end is not None and self.beta_end <= self.beta_start:
+            raise ValueError(f"beta_end ({self.beta_end:g}) must be greater than beta_start ({self.beta_start:g})")
+        if self.trained_betas is not None and len(self.trained_betas) != trained:
+            raise ValueError(f"trained_betas has {len(self.trained_betas)} values for {trained} train timesteps")
+        if self.steps_offset is not None and self.steps_offset >= trained:
+            raise ValueError(f"steps_offset ({self.steps_offset}) must be below num_train_timesteps ({trained})")
+        if self.sigma_min is not None and self.sigma_max is not None and self.sigma_max <= self.sigma_min:
+            raise ValueError(f"sigma_max ({self.sigma_max:g}) must be greater than sigma_min ({self.sigma_min:g})")
+        if sum(bool(flag) for flag in (self.use_karras_sigmas, self.use_exponential_sigmas,
+                                        self.use_beta_sigmas)) > 1:
+            raise ValueError("only one of use_karras_sigmas, use_exponential_sigmas and use_beta_sigmas can be true")
+        return self
 
+
+_NULL_DEFAULTS = {"trained_betas", "variance_type", "sigma_min", "sigma_max"}  # diffusers' own default is null
+_SCHEDULER_KEYS = {field.alias or name for name, field in SchedulerConfig.model_fields.items()}
 
 Component = tuple[StrictStr | None, StrictStr | None]
 

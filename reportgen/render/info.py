@@ -26,7 +26,7 @@ from reportgen.render.metadata import (
 )
 from reportgen.render.plan import Cell
 from reportgen.samplers import get_sampler
-from reportgen.study.prompt import Prompt, parse_prompt
+from reportgen.study.prompt import Prompt, parse_prompt, validate
 
 # The largest difference, in levels of 255, measured between a batched cell and the same cell rendered
 # alone (tests/render/test_info.py holds it on the tiny model; docs/store.md has the numbers).
@@ -168,8 +168,11 @@ def _closest_command(prompt: str, negative: str, fields: dict[str, str]) -> str:
     except (KeyError, ValueError):
         return "none (its Steps, Seed, CFG scale or Size is not a number)"
     try:
-        command = parse_prompt(Prompt(text=prompt or " ", negative=negative, width=width, height=height, cfg=cfg,
-                                      seed=seed, steps=steps, sampler=sampler.name).to_command()).to_command()
+        wanted = validate(Prompt(text=" ".join(prompt.split()), negative=negative, width=width, height=height,
+                                 cfg=cfg, seed=seed, steps=steps, sampler=sampler.name))
+        command = wanted.to_command()
+        if parse_prompt(command) != wanted:  # e.g. an empty prompt
+            raise PromptError("it does not read back as the same prompt")
     except PromptError as exc:
         return f"none (reportgen's prompt syntax cannot say it: {exc})"
     notes = ["closest, not the same image: the web UIs' samplers, prompt weighting and noise differ from "
