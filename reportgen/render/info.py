@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reportgen.errors import PromptError, ReportgenError, printable
+from reportgen.errors import PromptError, ReportgenError, StoreError, printable
 from reportgen.render.metadata import (
     ImageMetadata,
     closest_sampler,
@@ -97,9 +97,10 @@ def _pixels_line(meta: ImageMetadata, record: dict[str, Any]) -> str:
     recorded = record.get("pixels_sha256")
     if not isinstance(recorded, str):
         return "Pixels: not checked (the record has no pixels_sha256)"
-    actual = meta.pixels_sha256()
-    if actual is None:
-        return "Pixels: not checked (too large to decode here)"
+    try:
+        actual = meta.pixels_sha256()
+    except StoreError as exc:
+        return f"Pixels: damaged: they cannot be decoded ({exc})"
     if actual != recorded:
         return ("Pixels: EDITED after rendering: their SHA-256 is not the record's, so this is not the image the "
                 "parameters made")

@@ -31,6 +31,7 @@ import json
 import re
 import struct
 import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,17 +230,18 @@ class ImageMetadata:
     other: tuple[str, ...] = ()  # names of other text chunks, unread
     _image: Any = field(default=None, repr=False)
 
-    def pixels_sha256(self) -> str | None:
-        """SHA-256 of the decoded RGB pixels (as the store computes it), or None if the image is too large."""
+    def pixels_sha256(self) -> str:
+        """SHA-256 of the decoded RGB pixels, as the store computes it; StoreError if they cannot be decoded."""
         import hashlib
 
-        if self.size[0] * self.size[1] > MAX_PIXELS_READ:
-            return None
         from PIL import Image
 
-        with Image.open(self.path) as image:
-            image.load()
-            return hashlib.sha256(image.convert("RGB").tobytes()).hexdigest()
+        try:
+            with Image.open(self.path) as image:  # the size was checked when the header was read
+                image.load()
+                return hashlib.sha256(image.convert("RGB").tobytes()).hexdigest()
+        except (OSError, ValueError, SyntaxError, struct.error, Image.DecompressionBombError) as exc:
+            raise StoreError(_first_line(str(exc)) or type(exc).__name__) from None
 
 
 def read_image_metadata(path: Path) -> ImageMetadata:
@@ -264,11 +266,14 @@ def read_image_metadata(path: Path) -> ImageMetadata:
     try:
         # The plugin class itself reads the header and the text chunks before the pixels, and skips
         # Image.open's decompression-bomb check: the size is checked here, before anything is decoded.
-        with opener(str(path)) as image:
-            width, height = image.size
-            info = dict(image.info)
-            exif = image.getexif().get_ifd(0x8769).get(0x9286) if image.format in ("JPEG", "WEBP") else None
-            kind = str(image.format)
+        # Pillow's warnings about damaged EXIF tags would print a file's own text to stderr: not ours.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with opener(str(path)) as image:
+                width, height = image.size
+                info = dict(image.info)
+                exif = image.getexif().get_ifd(0x8769).get(0x9286) if image.format in ("JPEG", "WEBP") else None
+                kind = str(image.format)
     except (OSError, ValueError, SyntaxError, struct.error, Image.DecompressionBombError) as exc:
         raise StoreError(f"cannot read image {path}: {_first_line(str(exc)) or type(exc).__name__}") from None
     if width * height > MAX_PIXELS_READ:

@@ -4,15 +4,19 @@ it prints, and refuses hostile files in one line."""
 
 from __future__ import annotations
 
+import io
 import json
 import shlex
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import run_main, write_study
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 from typer.testing import CliRunner
 
@@ -271,3 +275,54 @@ def test_a_record_with_a_pixel_digest_but_wrong_values(tmp_path: Path, capsys, m
                                  "text", "negative", "width", "height", "cfg", "key", "nfe")}}))
     code, err = run_main(capsys, monkeypatch, "info", path)
     assert code == 2 and "record is malformed" in err and err.count("\n") == 1
+
+
+def test_a_truncated_image_says_its_pixels_are_damaged(rendered, tmp_path: Path):
+    data = rendered["batched"][0].read_bytes()
+    cut = data.rindex(b"IDAT") + 20  # the text chunks come before the pixels: they survive
+    (tmp_path / "cut.png").write_bytes(data[:cut])
+    code, out, _ = invoke("info", tmp_path / "cut.png")
+    assert code == 0 and "Pixels: damaged: they cannot be decoded" in out and "Reproduce: " in out
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fuzz_info_on_damaged_images(rendered, data) -> None:
+    """Bytes of a reportgen PNG, a web UI JPEG or a ComfyUI PNG, cut, flipped or spliced: `info` describes what
+    is left or refuses it in one line; nothing else escapes."""
+    from reportgen.errors import ReportgenError
+    from reportgen.render.info import describe_image
+
+    sources = [rendered["batched"][0].read_bytes(), comfy_png(), jpeg_bytes()]
+    original = data.draw(st.sampled_from(sources))
+    at = data.draw(st.integers(0, len(original) - 1))
+    kind = data.draw(st.sampled_from(["cut", "flip", "splice"]))
+    if kind == "cut":
+        damaged = original[:at]
+    elif kind == "flip":
+        damaged = original[:at] + bytes([original[at] ^ data.draw(st.integers(1, 255))]) + original[at + 1:]
+    else:
+        damaged = original[:at] + data.draw(st.binary(max_size=64)) + original[at:]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "damaged.png"
+        path.write_bytes(damaged)
+        try:
+            report = describe_image(path)
+        except ReportgenError as exc:
+            assert str(exc) and "\n" not in str(exc)
+            return
+        assert all("\x1b" not in line for line in report.lines) and "\n" not in report.problem
+
+
+def comfy_png() -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("prompt", json.dumps(COMFY_PROMPT))
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def jpeg_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="JPEG", exif=exif_with_user_comment(WEB_UI))
+    return buffer.getvalue()
