@@ -5,16 +5,19 @@ One pydantic model per file kind, checked before any value is used (issue 22):
 | file | model | who reads it | when it fails |
 | --- | --- | --- | --- |
 | `~/.cache/reportgen/file-hashes.json` | `HashCache` | models/sources.py | a cache: ignored (a note), rewritten |
+| `~/.cache/reportgen/scheduler-configs.json` | `SchedulerConfigCache` | render/plan.py | a cache: as above |
 | `STORE/metrics/ab/<key>.json` | `DistanceFile` | measure/distances.py | a cache: ignored (a note), rewritten |
 | `STUDY/speed.json` | `SpeedRecord` | render/timing.py | the user's file: named, exit 2 |
 | `STUDY/workflow.json` | `WorkflowRecord` | render/timing.py | the user's file: named, exit 2 |
 | `MODEL/scheduler/scheduler_config.json` | `SchedulerConfig` | models/sources.py | the user's file: named, exit 2 |
 | `MODEL/model_index.json` | `ModelIndex` | models/sources.py | the user's file: named, exit 2 |
+| `MODEL/unet/config.json`, `vae/...` | `UNetConfig`, `VAEConfig` | models/sources.py | no native size known |
 
 `load` reads and validates a user's file and raises the caller's ReportgenError subclass with one line
 that names the file and what is wrong; `load_cache` returns None for a cache that is missing or fails
 (logging one note on the `reportgen` logger, which the CLI prints). JSON is parsed by pydantic-core
-(no recursion limit to hit, no float('nan') from `NaN`); files over `MAX_BYTES` are refused unread.
+(deep nesting is a parse error there, not a RecursionError); the models refuse NaN and infinity where a
+number is due; files over `MAX_BYTES` are refused unread.
 pydantic is imported only by the modules that read these files, never by `reportgen --help`.
 """
 
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -80,6 +84,22 @@ def _sampler_name(value: str) -> str:
 
 class HashCache(RootModel[dict[str, Sha256]]):
     """file-hashes.json: "<resolved path>|<size>|<mtime_ns>" -> the file's SHA-256."""
+
+    model_config = ConfigDict(strict=True)
+
+
+def _names_a_scheduler(entry: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(entry.get("class"), str):
+        raise ValueError("has no scheduler class")
+    return entry
+
+
+SchedulerEntry = Annotated[dict[StrictStr, Any], AfterValidator(_names_a_scheduler)]
+
+
+class SchedulerConfigCache(RootModel[dict[Sha256, SchedulerEntry]]):
+    """scheduler-configs.json: per hash of (scheduler class, overrides, base config, diffusers version), the full
+    scheduler config diffusers builds (render/plan.py scheduler_config)."""
 
     model_config = ConfigDict(strict=True)
 
@@ -245,6 +265,23 @@ class SchedulerConfig(BaseModel):
 
 _NULL_DEFAULTS = {"trained_betas", "variance_type", "sigma_min", "sigma_max"}  # diffusers' own default is null
 _SCHEDULER_KEYS = {field.alias or name for name, field in SchedulerConfig.model_fields.items()}
+
+class UNetConfig(BaseModel):
+    """unet/config.json, the one value reportgen reads itself (the native size; diffusers reads the rest)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    sample_size: Annotated[int, Field(gt=0, le=4096)] | Annotated[list[Annotated[int, Field(gt=0, le=4096)]],
+                                                              Field(min_length=1)]
+
+
+class VAEConfig(BaseModel):
+    """vae/config.json, the one value reportgen reads itself (its downsampling: one per block after the first)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    block_out_channels: Annotated[list[StrictInt], Field(min_length=1, max_length=16)]
+
 
 Component = tuple[StrictStr | None, StrictStr | None]
 

@@ -91,7 +91,7 @@ def test_the_hash_cache_note_is_one_line_from_the_cli(tiny_study: Path, tmp_path
     code, err = run_main(capsys, monkeypatch, "render", tiny_study, "--model", tmp_path / "m.safetensors",
                          "--dry-run")
     assert code == 0
-    assert [line for line in err.splitlines() if line.startswith("note: ")] == [
+    assert [line for line in err.splitlines() if line.startswith("note: ignored")] == [
         f"note: ignored the checkpoint hash cache {cache} (not a JSON object (got a list)); it is written again"]
 
 
@@ -278,3 +278,57 @@ def test_fuzz_scheduler_config(document: Any) -> None:
                 check_steps(sampler.name, 3, info)
             except ReportgenError as exc:
                 one_line(exc)
+
+
+# --- the scheduler config cache ------------------------------------------------------------------------------
+
+def fresh_scheduler_cache(folder: Path, content: str, patch: pytest.MonkeyPatch) -> Path:
+    from reportgen.render import plan
+
+    patch.setenv("XDG_CACHE_HOME", str(folder))
+    plan._scheduler_configs.cache_clear()
+    cache = folder / "reportgen" / "scheduler-configs.json"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(content)
+    return cache
+
+
+@pytest.mark.parametrize("content", ["[" * 10_000, "[]", '{"ab": {"class": "EulerDiscreteScheduler"}}',
+                                     '{"' + "0" * 64 + '": {"steps_offset": 1}}'])
+def test_a_damaged_scheduler_config_cache_is_ignored_noted_and_rewritten(content: str, tmp_path: Path,
+                                                                        monkeypatch, caplog):
+    from reportgen.render.plan import _scheduler_configs, scheduler_config
+
+    cache = fresh_scheduler_cache(tmp_path, content, monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="reportgen"):
+        config = scheduler_config("k_euler", SD1_SCHEDULER)
+    assert config["class"] == "EulerDiscreteScheduler"
+    assert [r.getMessage().startswith(f"ignored the scheduler config cache {cache} (") for r in caplog.records] == [
+        True]
+    assert list(json.loads(cache.read_text()).values()) == [config]
+    _scheduler_configs.cache_clear()
+
+
+@FUZZ
+@given(mutated({"0" * 64: {"class": "EulerDiscreteScheduler", "num_train_timesteps": 1000}}))
+def test_fuzz_scheduler_config_cache(document: Any) -> None:
+    from reportgen.render.plan import _scheduler_configs, scheduler_config
+
+    with tempfile.TemporaryDirectory() as folder, pytest.MonkeyPatch.context() as patch:
+        fresh_scheduler_cache(Path(folder), json.dumps(document), patch)
+        assert scheduler_config("k_euler", SD1_SCHEDULER)["class"] == "EulerDiscreteScheduler"
+        _scheduler_configs.cache_clear()
+
+
+@FUZZ
+@given(mutated({"sample_size": 64, "in_channels": 4}), mutated({"block_out_channels": [32, 64, 64, 64]}))
+def test_fuzz_unet_and_vae_configs(unet: Any, vae: Any) -> None:
+    """The native size read from a model's unet/ and vae/ configs: a positive side, or None; never a crash."""
+    from reportgen.models.sources import ModelInfo, native_size
+
+    with tempfile.TemporaryDirectory() as folder:
+        for name, document in (("unet", unet), ("vae", vae)):
+            (Path(folder) / name).mkdir()
+            (Path(folder) / name / "config.json").write_text(json.dumps(document))
+        side = native_size(ModelInfo("m", "folder", "x", path=Path(folder)))
+        assert side is None or side > 0

@@ -175,11 +175,12 @@ def native_size(info: ModelInfo) -> int | None:
     folder = info.config if info.kind == "single-file" else info.path
     if folder is None:
         return None
+    from reportgen.schemas import FileProblem, UNetConfig, VAEConfig, read_json, validate
+
     try:
-        unet = json.loads((folder / "unet" / "config.json").read_text())
-        vae = json.loads((folder / "vae" / "config.json").read_text())
-        sample, blocks = unet["sample_size"], vae["block_out_channels"]
-        side = sample[0] if isinstance(sample, list) else sample
-        return int(side) * 2 ** (len(blocks) - 1) if isinstance(side, int) and isinstance(blocks, list) else None
-    except (OSError, ValueError, KeyError, TypeError):
+        unet = validate(UNetConfig, read_json(folder / "unet" / "config.json"))
+        vae = validate(VAEConfig, read_json(folder / "vae" / "config.json"))
+    except (OSError, FileProblem):
         return None  # another architecture, or configs we cannot read: no size to compare with
+    side = unet.sample_size[0] if isinstance(unet.sample_size, list) else unet.sample_size
+    return side * 2 ** (len(vae.block_out_channels) - 1)
