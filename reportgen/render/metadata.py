@@ -26,7 +26,6 @@ documented and observed behaviour (docs/store.md), not from its code:
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import struct
@@ -77,15 +76,10 @@ def sampler_fields(sampler: Sampler, config: dict[str, Any]) -> dict[str, str]:
     return fields
 
 
-@functools.lru_cache(maxsize=256)
-def _scheduler_config(sampler: str, base: str) -> dict[str, Any]:
-    return scheduler_config(sampler, json.loads(base))
-
-
 def parameters_fields(cell: Cell, model: ModelInfo) -> dict[str, str]:
     """The fields line of a cell's `parameters` text, in the web UIs' order, as text."""
     sampler = get_sampler(cell.sampler)
-    config = _scheduler_config(sampler.name, json.dumps(model.scheduler_config, sort_keys=True, default=str))
+    config = scheduler_config(sampler.name, model.scheduler_config)  # what the key hashes (cached per config)
     return {"Steps": str(cell.steps), **sampler_fields(sampler, config), "CFG scale": number(cell.cfg),
             "Seed": str(cell.seed), "Size": f"{cell.width}x{cell.height}", "Model hash": model.short_hash,
             "Model": model.label, "RNG": "CPU"}  # reportgen draws its noise from a CPU generator

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,8 +119,9 @@ def read_settings(root: Path | str) -> Settings:
         raise StudyError(f"{toml_path}: invalid TOML: {exc}") from None
     except RecursionError:  # tomllib recurses once per level of nested tables or arrays
         raise StudyError(f"{toml_path}: invalid TOML: tables or arrays nested too deeply") from None
-    except ValueError as exc:  # int() of a number over Python's 4,300-digit limit
-        raise StudyError(f"{toml_path}: invalid TOML: a number too long to read ({_first_line(exc)})") from None
+    except ValueError:  # int() of a number over Python's limit (sys.get_int_max_str_digits)
+        raise StudyError(f"{toml_path}: invalid TOML: a number too long to read (Python reads integers of at "
+                         f"most {sys.get_int_max_str_digits():,} digits)") from None
     except OSError as exc:  # no permission, or a folder named study.toml
         raise StudyError(f"{toml_path}: cannot read: {exc.strerror or exc}") from None
     where = str(toml_path)
@@ -281,11 +283,6 @@ def parse_topic(path: Path, text: str, settings: Settings) -> Topic:
                          "raise max_cells in study.toml to go on")
     return Topic(slug=slug, title=title, prompt=prompt, order=order, commentary=body, steps=topic_steps,
                  seeds=topic_seeds(prompt, count), samplers=topic_samplers, path=path)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:120] if text else type(exc).__name__
 
 
 def _string(data: dict[str, Any], key: str, where: str, *, required: bool = False, default: str = "") -> str:
