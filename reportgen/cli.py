@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from typer.core import TyperGroup
 
-from reportgen.errors import ReportgenError
+from reportgen.errors import ReportgenError, printable
 
 
 class Interrupted(Exception):
@@ -42,6 +44,24 @@ app = typer.Typer(
 
 T = TypeVar("T")
 
+def _store_path(value: Path | None) -> Path | None:
+    """--store: refuse a path that is, or runs through, something other than a folder, in any spelling
+    (`f`, `./f/`, `f/.`, `d/../f`, a link to a file, `f/sub`) before anything runs."""
+    if value is None:
+        return None
+    try:
+        mode = os.stat(value).st_mode
+    except FileNotFoundError:
+        return value  # created by the first render
+    except NotADirectoryError:
+        raise typer.BadParameter(f"{value} runs through a file, not a folder") from None
+    except OSError as exc:
+        raise typer.BadParameter(f"{value}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(mode):
+        raise typer.BadParameter(f"{value} is a file, not a folder")
+    return value
+
+
 StudyArg = Annotated[Path, typer.Argument(help="Study folder (study.toml + topics/*.md).")]
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", help="tiny, demo, a diffusers folder, a .safetensors/.ckpt file or a hub id; default: the study's.")]
@@ -49,21 +69,88 @@ ModelConfigOpt = Annotated[Path | None, typer.Option(
     "--model-config", help="Diffusers folder whose configs describe a single-file checkpoint.")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or mps; default: cuda if present.")]
 DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="float32, float16 or bfloat16; default: float16 on GPU.")]
-StoreOpt = Annotated[Path | None, typer.Option("--store", help="Image store folder; default: STUDY/store.")]
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="Image store folder; default: STUDY/store.",
+                                                callback=_store_path)]
 
 
 def main() -> None:
-    """Entry point: run the app; reportgen's errors become one line and exit 2, Ctrl-C one line and exit 130."""
+    """Entry point: run the app; reportgen's errors and usage errors become one line and exit 2, Ctrl-C one
+    line and exit 130. Every line printed from here is escaped for the terminal (errors.printable)."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its import-time notices are not ours to print
+    _print_notes()
+    click = _click_exceptions()
     try:
-        app()
+        code = app(standalone_mode=False)  # Click's errors reach here instead of printing a box
     except ReportgenError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except Interrupted:
+        _fail(str(exc))
+    except click.NoArgsIsHelpError:
+        sys.exit(2)  # the help was printed: a command is needed
+    except click.UsageError as exc:
+        _fail(usage_error(exc))
+    except (Interrupted, typer.Abort):
         typer.echo("interrupted: stored images and computed distances are kept; run the same command again to go on",
                    err=True)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {printable(message)}", err=True)
+    sys.exit(2)
+
+
+def _click_exceptions() -> Any:
+    """Click's exception module: Typer 0.2x vendors Click as typer._click, earlier ones use click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # an older Typer
+        from click import exceptions  # type: ignore[no-redef]
+    return exceptions
+
+
+def usage_error(exc: Any) -> str:
+    """A Click usage error as reportgen's one line: `--steps: 'abc' is not an integer`."""
+    click = _click_exceptions()
+    if isinstance(exc, click.BadParameter) and not isinstance(exc, click.MissingParameter):
+        param = exc.param
+        hint = exc.param_hint or (param.opts[0] if param is not None and param.opts[:1] and
+                                  param.param_type_name == "option" else
+                                  (param.human_readable_name if param is not None else "value"))
+        return f"{hint if isinstance(hint, str) else ' / '.join(hint)}: {_bad_value(exc)}"
+    sentences = " ".join(exc.format_message().split()).rstrip(".").split(". ")
+    return "; ".join(sentence[:1].lower() + sentence[1:] for sentence in sentences)
+
+
+def _bad_value(exc: Any) -> str:
+    """What is wrong with an option's value, in words, from the parse error underneath when there is one."""
+    cause = exc.__cause__
+    errors = cause.errors() if hasattr(cause, "errors") else []
+    if errors:
+        first, value = errors[0], errors[0].get("input")
+        bounds = first.get("ctx") or {}
+        if first["type"] in ("int_parsing", "int_type", "int_from_float"):
+            return f"{value!r} is not an integer"
+        if first["type"] in ("float_parsing", "float_type"):
+            return f"{value!r} is not a number"
+        for key, words in (("ge", "at least"), ("gt", "more than"), ("le", "at most"), ("lt", "less than")):
+            if key in bounds:
+                return f"must be {words} {bounds[key]}, got {value}"
+    return " ".join(exc.message.split()).rstrip(".")
+
+
+class _Notes(logging.Handler):
+    """Prints what the library logs on the `reportgen` logger (a cache ignored, ...) as one `note:` line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Print the record's message, escaped, on stderr."""
+        typer.echo(f"note: {printable(record.getMessage())}", err=True)
+
+
+def _print_notes() -> None:
+    logger = logging.getLogger("reportgen")
+    if not any(isinstance(handler, _Notes) for handler in logger.handlers):
+        logger.addHandler(_Notes())
+    logger.propagate = False
 
 
 @app.command()
@@ -199,51 +286,16 @@ def samplers() -> None:
 
 
 @app.command()
-def info(image: Annotated[Path, typer.Argument(help="A PNG made by reportgen (or by a common SD UI).")]) -> None:
-    """Print an image's parameters and the command that reproduces it."""
-    from reportgen.render.store import read_parameters
+def info(image: Annotated[Path, typer.Argument(
+        help="A PNG made by reportgen, or a PNG, JPEG or WebP from the web UIs or ComfyUI.")]) -> None:
+    """Print an image's parameters, whether its pixels are as rendered, and the command that reproduces it."""
+    from reportgen.render.info import describe_image
 
-    if not image.is_file():
-        raise ReportgenError(f"image not found: {image}")
-    parameters, record = read_parameters(image)
-    if parameters is None and record is None:
-        raise ReportgenError(f"{image} carries no generation parameters")
-    if parameters:
-        typer.echo(parameters)
-    if record:
-        _echo_record(image, record)
-
-
-def _echo_record(image: Path, record: dict[str, Any]) -> None:
-    """Print what reportgen's record adds to the parameters: topic, key, model and the command that reproduces it."""
-    from reportgen.render.plan import Cell
-
-    missing = [name for name in Cell.__dataclass_fields__ if name not in record]
-    if missing:
-        raise ReportgenError(f"{image}: reportgen's record is incomplete (no {', '.join(missing)}), "
-                             "so the command that reproduces it is unknown")
-    cell = Cell(**{name: record[name] for name in Cell.__dataclass_fields__})
-    from reportgen.samplers import get_sampler
-    from reportgen.study.prompt import parse_prompt
-
-    try:
-        text = cell.prompt.to_command()
-        parse_prompt(text)  # the command printed must be one `reportgen image` accepts
-        get_sampler(cell.sampler)
-        command = f"reportgen image {shlex.quote(text)}"
-    except (TypeError, ValueError, ReportgenError):  # a record with the right fields but values of the wrong kind
-        raise ReportgenError(f"{image}: reportgen's record is malformed, so the command that reproduces it is "
-                             "unknown") from None
-    environment = record.get("environment")
-    identity = environment.get("model", "?") if isinstance(environment, dict) else "?"
-    typer.echo(f"Topic: {cell.topic}, seed index {cell.seed_index}, key {cell.key}")
-    typer.echo(f"Model identity: {identity}, executor: {record.get('executor')}, "
-               f"model calls: {record.get('nfe_counted')}")
-    spec = record.get("model_spec")
-    if isinstance(spec, str):
-        typer.echo(f"Reproduce: {command} --model {shlex.quote(spec)} --out image.png")
-    else:  # older records: guessing a model would reproduce another image
-        typer.echo(f"Reproduce: {command} --model MODEL --out image.png (model unknown: the record does not name it)")
+    report = describe_image(image)
+    for line in report.lines:
+        typer.echo(line)
+    if report.problem:
+        raise ReportgenError(report.problem)
 
 
 @app.command()

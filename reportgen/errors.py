@@ -31,3 +31,25 @@ class RenderError(ReportgenError):
 
 class SiteError(ReportgenError):
     """The site could not be built."""
+
+
+_BIDI = {0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+
+
+def printable(text: str, *, newlines: bool = False) -> str:
+    """`text` safe for a terminal: control characters, escape sequences, bidirectional overrides, line
+    separators and lone surrogates shown escaped (`\\x1b`, `\\u202e`); newlines kept only if asked."""
+    import unicodedata
+
+    out = []
+    for ch in str(text):
+        code = ord(ch)
+        if ch == "\n" and newlines:
+            out.append(ch)
+        elif code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        elif code in _BIDI or unicodedata.category(ch) in ("Zl", "Zp", "Cs"):
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)

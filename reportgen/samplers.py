@@ -33,11 +33,13 @@ class Sampler:
     order: int = 1
     aliases: tuple[str, ...] = ()
     paper: str = ""
+    ui: str = ""  # the web UIs' name for this solver when it is not the first alias (its schedule aside)
 
     @property
     def ui_name(self) -> str:
-        """The name the common UIs print in a `parameters` chunk ("Euler a", "DPM++ 2M Karras")."""
-        return self.aliases[0] if self.aliases else self.label
+        """The web UIs' `Sampler:` name ("Euler a", "DPM++ 2M"); the schedule is a field of its own since
+        their 1.9 (render/metadata.py writes `Schedule type`)."""
+        return self.ui or (self.aliases[0] if self.aliases else self.label)
 
     def nfe(self, steps: int) -> int:
         """Denoiser evaluations for `steps` steps (a CFG pair counts as one)."""
@@ -94,19 +96,21 @@ SAMPLERS: tuple[Sampler, ...] = (
             aliases=("DPM++ 2M", "k_dpmpp_2m"), paper="Lu et al. 2022, DPM-Solver++"),
     Sampler("dpmpp_2m_karras", "DPM++ 2M Karras", "DPMSolverMultistepScheduler",
             {**_K, "algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}, order=2,
-            aliases=("DPM++ 2M Karras", "k_dpmpp_2m_karras"), paper="Lu et al. 2022, DPM-Solver++; Karras sigmas"),
+            aliases=("DPM++ 2M Karras", "k_dpmpp_2m_karras"), ui="DPM++ 2M",
+            paper="Lu et al. 2022, DPM-Solver++; Karras sigmas"),
     Sampler("dpmpp_2m_sde", "DPM++ 2M SDE", "DPMSolverMultistepScheduler",
             {**_K, "algorithm_type": "sde-dpmsolver++", "solver_order": 2}, ancestral=True,
-            aliases=("DPM++ 2M SDE", "dpmpp_sde", "DPM++ SDE"), paper="Lu et al. 2022, DPM-Solver++ (SDE)"),
+            # not "DPM++ SDE": in the web UIs that is another, single-step sampler (DPMSolverSDEScheduler)
+            aliases=("DPM++ 2M SDE",), paper="Lu et al. 2022, DPM-Solver++ (SDE)"),
     Sampler("unipc", "UniPC", "UniPCMultistepScheduler", _K, order=2, aliases=("UniPC",),
             paper="Zhao et al. 2023, UniPC"),
     # Variants: the same solvers with trailing timestep spacing (Lin et al. 2023, Common Diffusion
     # Noise Schedules and Sample Steps are Flawed), whose first step starts at the last timestep.
     Sampler("ddim_trailing", "DDIM trailing", "DDIMScheduler",
-            {**_TRAILING, "clip_sample": False, "set_alpha_to_one": False},
+            {**_TRAILING, "clip_sample": False, "set_alpha_to_one": False}, ui="DDIM",
             paper="DDIM with trailing spacing, Lin et al. 2023"),
     Sampler("plms_trailing", "PLMS trailing", "PNDMScheduler",
-            {**_TRAILING, "skip_prk_steps": True, "set_alpha_to_one": False}, calls="n+1", order=4,
+            {**_TRAILING, "skip_prk_steps": True, "set_alpha_to_one": False}, calls="n+1", order=4, ui="PLMS",
             paper="PLMS with trailing spacing, Lin et al. 2023"),
 )
 

@@ -11,11 +11,19 @@ from reportgen.samplers import GUIDE_SAMPLERS, SAMPLERS, get_sampler
 
 @pytest.mark.parametrize("alias, name", [
     ("k_euler_a", "k_euler_a"), ("Euler a", "k_euler_a"), ("EULER_A", "k_euler_a"),
-    ("DPM++ 2M Karras", "dpmpp_2m_karras"), ("dpmpp_sde", "dpmpp_2m_sde"), ("HeunDiscreteScheduler", "k_heun"),
+    ("DPM++ 2M Karras", "dpmpp_2m_karras"), ("DPM++ 2M SDE", "dpmpp_2m_sde"), ("HeunDiscreteScheduler", "k_heun"),
     ("K_DPM_2_A", "k_dpm_2_a"), ("PNDMScheduler", "plms"), ("LMS", "k_lms"), ("UniPC", "unipc"),
 ])
 def test_aliases(alias, name):
     assert get_sampler(alias).name == name
+
+
+@pytest.mark.parametrize("name", ["DPM++ SDE", "dpmpp_sde", "k_dpmpp_sde"])
+def test_the_single_step_sde_sampler_is_not_the_multistep_one(name):
+    """In the web UIs "DPM++ SDE" is a single-step SDE sampler (DPMSolverSDEScheduler), another sampler than
+    DPM++ 2M SDE; the registry has no such sampler, so the name is refused rather than silently swapped."""
+    with pytest.raises(SamplerError, match="unknown sampler"):
+        get_sampler(name)
 
 
 def test_unknown_sampler_suggests_close_names():

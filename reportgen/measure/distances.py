@@ -91,14 +91,14 @@ class DistanceCache:
         return None
 
     def _read(self, key: str) -> dict[str, dict[str, float]]:
-        try:
-            body = json.loads(self.path(key).read_text())
-        except (OSError, ValueError):
+        """The cell's cached distances; {} if none, if of another METRICS_VERSION, or if the file does not fit
+        its schema (reportgen/schemas.py: a note says so, and the next save writes it again)."""
+        from reportgen.schemas import DistanceFile, load_cache
+
+        body = load_cache(self.path(key), DistanceFile, "the distances cache")
+        if body is None or body.version != METRICS_VERSION:
             return {}
-        if not isinstance(body, dict) or body.get("version") != METRICS_VERSION:
-            return {}
-        targets = body.get("targets")
-        return targets if isinstance(targets, dict) else {}
+        return {target: dict(values) for target, values in body.targets.items()}
 
     def _array(self, cell: StoredCell, kind: str) -> np.ndarray:
         if (cell.key, kind) not in self.arrays:

@@ -33,7 +33,7 @@ SD1_SCHEDULER: dict[str, Any] = {
 }
 TINY_VERSION = "reportgen-tiny-v1"
 DEMO_DIR = Path(__file__).parent.parent / "assets" / "demo-model"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w.-]+)?$")  # org/name, or org/name@revision
 _WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".bin", ".pt", ".pth")
 
 
@@ -95,12 +95,12 @@ def file_sha256(path: Path) -> str:
     stat = path.stat()
     cache_file = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "reportgen" / "file-hashes.json"
     key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
+    from reportgen.schemas import HashCache, load_cache
+
+    loaded = load_cache(cache_file, HashCache, "the checkpoint hash cache")
+    cache = dict(loaded.root) if loaded is not None else {}
     if key in cache:
-        return str(cache[key])
+        return cache[key]
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -117,6 +117,7 @@ def file_sha256(path: Path) -> str:
 
 
 def _folder_info(path: Path, spec: str, kind: str) -> ModelInfo:
+    _check_index(path)
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
         relative = file.relative_to(path).as_posix()
@@ -127,26 +128,39 @@ def _folder_info(path: Path, spec: str, kind: str) -> ModelInfo:
 
 
 def _read_scheduler(folder: Path) -> dict[str, Any]:
+    """The folder's scheduler config, checked against its schema (reportgen/schemas.py); SD 1.x's if absent."""
+    from reportgen.schemas import SchedulerConfig, load_raw
+
     config = folder / "scheduler" / "scheduler_config.json"
     try:
-        return dict(json.loads(config.read_text()))
+        return load_raw(config, SchedulerConfig, ModelError, "not a scheduler config this model can use")
     except FileNotFoundError:
         return dict(SD1_SCHEDULER)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{config}: unreadable scheduler config: {exc}") from None
 
 
-def _hub_info(repo_id: str) -> ModelInfo:
-    """Resolve a hub id through the standard cache (downloading only when online and not cached)."""
+def _check_index(folder: Path) -> None:
+    """Refuse a model folder whose model_index.json is not a pipeline's index (reportgen/schemas.py)."""
+    from reportgen.schemas import ModelIndex, load_raw
+
+    try:
+        load_raw(folder / "model_index.json", ModelIndex, ModelError, "not a diffusers model index")
+    except FileNotFoundError:
+        raise ModelError(f"{folder} is not a diffusers model folder (no model_index.json)") from None
+
+
+def _hub_info(spec: str) -> ModelInfo:
+    """Resolve a hub id (`org/name`, or `org/name@revision` pinned to a commit, branch or tag) through the
+    standard cache (downloading only when online and not cached)."""
     from diffusers import DiffusionPipeline
 
+    repo_id, _, revision = spec.partition("@")
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     try:
-        folder = Path(DiffusionPipeline.download(repo_id, local_files_only=offline))
+        folder = Path(DiffusionPipeline.download(repo_id, revision=revision or None, local_files_only=offline))
     except Exception as exc:  # huggingface_hub raises many types here; each means "not available"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot find hub model {repo_id!r} (offline: {offline}): {first}") from None
-    return ModelInfo(repo_id, "hub", f"hub:{repo_id}@{folder.name}", path=folder,
+        raise ModelError(f"cannot find hub model {spec!r} (offline: {offline}): {first}") from None
+    return ModelInfo(spec, "hub", f"hub:{repo_id}@{folder.name}", path=folder,
                      scheduler_config=_read_scheduler(folder))
 
 
@@ -161,11 +175,12 @@ def native_size(info: ModelInfo) -> int | None:
     folder = info.config if info.kind == "single-file" else info.path
     if folder is None:
         return None
+    from reportgen.schemas import FileProblem, UNetConfig, VAEConfig, read_json, validate
+
     try:
-        unet = json.loads((folder / "unet" / "config.json").read_text())
-        vae = json.loads((folder / "vae" / "config.json").read_text())
-        sample, blocks = unet["sample_size"], vae["block_out_channels"]
-        side = sample[0] if isinstance(sample, list) else sample
-        return int(side) * 2 ** (len(blocks) - 1) if isinstance(side, int) and isinstance(blocks, list) else None
-    except (OSError, ValueError, KeyError, TypeError):
+        unet = validate(UNetConfig, read_json(folder / "unet" / "config.json"))
+        vae = validate(VAEConfig, read_json(folder / "vae" / "config.json"))
+    except (OSError, FileProblem):
         return None  # another architecture, or configs we cannot read: no size to compare with
+    side = unet.sample_size[0] if isinstance(unet.sample_size, list) else unet.sample_size
+    return side * 2 ** (len(vae.block_out_channels) - 1)

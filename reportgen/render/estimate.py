@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from reportgen.errors import StudyError
 from reportgen.render.plan import Cell
 from reportgen.render.store import Store
 from reportgen.render.timing import load_speed
@@ -47,14 +48,14 @@ def estimate(cells: Iterable[Cell], study_root: Path, store: Store, device: str)
 
 def _from_speed(study_root: Path, device: str) -> tuple[dict[str, float] | None, str]:
     """Seconds per model call per megapixel by sampler ("" for their mean), from speed.json on this device kind."""
-    speed = load_speed(study_root)
     try:
-        if speed is None or str(speed["device"]).split(":")[0] != device.split(":")[0]:
-            return None, ""
-        pixels = float(speed["width"]) * float(speed["height"]) / 1e6
-        rates = {row["sampler"]: float(row["s_per_image"]) / float(row["nfe"]) / pixels for row in speed["samplers"]}
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
-        return None, ""  # a speed.json this version cannot read gives no estimate, not an error
+        speed = load_speed(study_root)  # checked against its schema: positive sizes, calls and seconds
+    except StudyError:
+        return None, ""  # a speed.json that does not fit gives no estimate here; build names what is wrong
+    if speed is None or str(speed["device"]).split(":")[0] != device.split(":")[0]:
+        return None, ""
+    pixels = float(speed["width"]) * float(speed["height"]) / 1e6
+    rates = {row["sampler"]: float(row["s_per_image"]) / float(row["nfe"]) / pixels for row in speed["samplers"]}
     if not rates:
         return None, ""
     return {**rates, "": statistics.fmean(rates.values())}, "speed.json"

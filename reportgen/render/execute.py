@@ -16,11 +16,11 @@ from typing import Any
 
 from reportgen.errors import RenderError
 from reportgen.models.sources import ModelInfo
+from reportgen.render.metadata import model_fields, parameters_text
 from reportgen.render.outputs import BLACK, CellOutput, retry_decode_float32
 from reportgen.render.pipeline import pipeline_executor
 from reportgen.render.plan import Cell, Plan, cell_record
 from reportgen.render.store import Store
-from reportgen.samplers import get_sampler
 
 VERSION = "0.1.0"
 WRITES_IN_FLIGHT = 8  # finished cells waiting for the store's worker thread at most
@@ -50,18 +50,6 @@ def batched_executor(pipe: Any, model: ModelInfo, cells: Iterable[Cell], **optio
 
 
 EXECUTORS: dict[str, Executor] = {"batched": batched_executor, "pipeline": pipeline_executor}
-
-
-def parameters_text(cell: Cell, model: ModelInfo) -> str:
-    """The widely read `parameters` text: prompt, negative prompt, then 'Steps: ..., Sampler: ...' line."""
-    lines = [cell.text]
-    if cell.negative:
-        lines.append(f"Negative prompt: {cell.negative}")
-    lines.append(
-        f"Steps: {cell.steps}, Sampler: {get_sampler(cell.sampler).ui_name}, CFG scale: {cell.cfg:g}, "
-        f"Seed: {cell.seed}, Size: {cell.width}x{cell.height}, Model hash: {model.short_hash}, Model: {model.label}"
-    )
-    return "\n".join(lines)
 
 
 class _StoreWriter:
@@ -125,7 +113,7 @@ def render(plan: Plan, pipe: Any, model: ModelInfo, store: Store, *, executor: s
                 output.error += " in half precision; try --dtype float32"
             if output.error is None:
                 record = {**cell_record(output.cell), "nfe_counted": output.nfe, "seconds": round(output.seconds, 4),
-                          "executor": executor, "environment": plan.environment, "model_spec": model.spec,
+                          "executor": executor, "environment": plan.environment, **model_fields(model),
                           "reportgen": VERSION, **({"vae_upcast": True} if upcast else {}),
                           **({"compiled": True} if options.get("compile") else {})}
                 writer.put(output, record, parameters_text(output.cell, model))

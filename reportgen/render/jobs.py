@@ -9,8 +9,9 @@ from pathlib import Path
 from reportgen.errors import ReportgenError
 from reportgen.models.loading import load_pipeline, pick_device
 from reportgen.models.sources import ModelInfo, resolve_model
-from reportgen.render.execute import EXECUTORS, VERSION, RenderResult, parameters_text, render
+from reportgen.render.execute import EXECUTORS, VERSION, RenderResult, render
 from reportgen.render.grid import write_grids
+from reportgen.render.metadata import model_fields, parameters_text
 from reportgen.render.outputs import CellOutput
 from reportgen.render.plan import (
     Cell,
@@ -142,5 +143,5 @@ def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Pa
     if output.error:
         raise ReportgenError(f"rendering failed: {output.error}")
     record = {**cell_record(cell), "nfe_counted": output.nfe, "executor": "pipeline", "environment": environment,
-              "model_spec": info.spec, "reportgen": VERSION}
+              **model_fields(info), "reportgen": VERSION}
     return atomic_write(out, encode_png(output.image, parameters_text(cell, info), record))

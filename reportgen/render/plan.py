@@ -106,12 +106,12 @@ def _cache_file() -> Path:
 
 @functools.cache
 def _scheduler_configs() -> dict[str, Any]:
-    """The cache file's entries, read once per process; an unreadable or malformed file counts as empty."""
-    try:
-        data = json.loads(_cache_file().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    """The cache file's entries, read once per process; one that fails its schema (reportgen/schemas.py) counts
+    as empty, with a note, and is written again with the next entry."""
+    from reportgen.schemas import SchedulerConfigCache, load_cache
+
+    loaded = load_cache(_cache_file(), SchedulerConfigCache, "the scheduler config cache")
+    return dict(loaded.root) if loaded is not None else {}
 
 
 def _save_scheduler_configs(cache: dict[str, Any]) -> None:

@@ -147,8 +147,8 @@ def read_record(path: Path) -> dict[str, Any] | None:
             record = json.loads(raw)
             if record.get("pixels_sha256") != pixels_sha256(image):
                 return None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None
+    except (OSError, ValueError, SyntaxError, RecursionError, Image.DecompressionBombError):
+        return None  # RecursionError: a record of deeply nested JSON is not one reportgen wrote
     return record if isinstance(record, dict) else None
 
 
@@ -165,21 +165,6 @@ def latents_whole(path: Path) -> bool:
                     and size == handle.tell() + math.prod(shape) * 4)
     except Exception:  # numpy raises many types for a bad header; each means "not whole"
         return False
-
-
-def read_parameters(path: Path) -> tuple[str | None, dict[str, Any] | None]:
-    """The `parameters` text and reportgen's record of any PNG (record None if absent)."""
-    try:
-        with Image.open(path) as image:
-            parameters = image.info.get(PARAMETERS_CHUNK)
-            raw = image.info.get(RECORD_CHUNK)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise StoreError(f"cannot read image {path}: {exc}") from None
-    try:
-        record = json.loads(raw) if raw else None
-    except ValueError:
-        record = None
-    return parameters, record if isinstance(record, dict) else None
 
 
 def encode_png(image: Image.Image, parameters: str, record: dict[str, Any] | None = None) -> bytes:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from reportgen.errors import ReportgenError, SamplerError, StudyError
+from reportgen.errors import ReportgenError, StudyError
 from reportgen.models.loading import load_pipeline, pick_device
 from reportgen.models.sources import ModelInfo, resolve_model
 from reportgen.render.plan import Cell, cell_key, check_steps, runtime_environment, scheduler_config
@@ -107,13 +107,19 @@ def record_workflow_run(study_root: Path, run: dict[str, Any], keep: int = 200) 
     atomic_write(path, (json.dumps({"format": SPEED_FORMAT, "runs": runs}, indent=2) + "\n").encode())
 
 
-# Reading the files back, validated -------------------------------------------------------------
+# Reading the files back, validated by their schemas (reportgen/schemas.py) -----------------------------
 
 
 def load_speed(study_root: Path) -> dict[str, Any] | None:
-    """STUDY/speed.json, or None when `reportgen speed` has not been run (or the file is unreadable)."""
-    data = _read_json(Path(study_root) / SPEED_FILE)
-    return data if data and data.get("format") == SPEED_FORMAT and data.get("samplers") else None
+    """STUDY/speed.json, or None when `reportgen speed` has not been run; StudyError naming the file and
+    the bad value if it does not fit its schema."""
+    from reportgen.schemas import SpeedRecord, load_raw
+
+    try:
+        return load_raw(Path(study_root) / SPEED_FILE, SpeedRecord, StudyError,
+                        "repair it, run `reportgen speed` again, or move it away")
+    except FileNotFoundError:
+        return None
 
 
 def workflow_runs(study_root: Path) -> list[dict[str, Any]]:
@@ -123,54 +129,18 @@ def workflow_runs(study_root: Path) -> list[dict[str, Any]]:
 
 def _read_workflow(path: Path) -> list[dict[str, Any]]:
     """The runs in workflow.json ([] when there is none); StudyError naming the file if it is malformed."""
-    if not path.exists():
+    from reportgen.schemas import FileProblem, WorkflowRecord, read_json, validate
+
+    try:
+        data = read_json(path)
+        validate(WorkflowRecord, data)
+    except FileNotFoundError:
         return []
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        problem = _workflow_problem(data)
-    except OSError as exc:
-        problem = f"cannot read it: {exc.strerror or exc}"
-    except ValueError as exc:
-        problem = f"invalid JSON: {exc}"
-    if problem:
+    except FileProblem as exc:
         # Never overwritten or skipped: the file holds the measured history of every preview and polish.
-        raise StudyError(f"{path}: {problem}; repair the file or move it away (the next preview or polish "
-                         "then starts a new one)")
-    return list(data["runs"])
-
-
-def _workflow_problem(data: Any) -> str:
-    """What keeps `data` from being a workflow record the site can read; '' if nothing does."""
-    if not isinstance(data, dict) or data.get("format") != SPEED_FORMAT or not isinstance(data.get("runs"), list):
-        return f'not a workflow record ({{"format": {SPEED_FORMAT}, "runs": [...]}})'
-    for number, run in enumerate(data["runs"], 1):
-        if not isinstance(run, dict) or run.get("kind") not in ("preview", "polish"):
-            return f"run {number}: kind must be 'preview' or 'polish'"
-        for name in ("topic", "sampler", "executor", "store"):
-            if not isinstance(run.get(name), str):
-                return f"run {number}: {name} must be a string"
-        if not isinstance(run.get("steps"), int) or isinstance(run["steps"], bool) or run["steps"] <= 0:
-            return f"run {number}: steps must be a positive integer"
-        try:
-            get_sampler(run["sampler"])
-        except SamplerError as exc:
-            return f"run {number}: {exc}"
-        cells = run.get("cells")
-        if not isinstance(cells, list) or not cells:
-            return f"run {number}: cells must be a non-empty list"
-        for cell in cells:
-            if not (isinstance(cell, dict) and isinstance(cell.get("seed"), int) and isinstance(cell.get("key"), str)
-                    and isinstance(cell.get("seconds", ""), (int, float, type(None)))):
-                return f"run {number}: each cell needs an integer seed, a string key and seconds (a number or null)"
-    return ""
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+        raise StudyError(f"{path}: {exc}; repair the file or move it away (the next preview or polish "
+                         "then starts a new one)") from None
+    return list(data["runs"])  # as written: the runs keep the fields the schema does not name
 
 
 def _now() -> str:

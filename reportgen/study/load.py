@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,8 @@ MAX_CELLS = 20_000  # cells per study; raise with `max_cells` in study.toml
 CELLS_CEILING = 1_000_000  # the most `max_cells` may say: the cells and seeds of a study are held in memory
 MAX_PIXELS = 2048 * 2048  # pixels per image; raise with `max_pixels` in study.toml
 MAX_STEPS = 10_000  # steps per cell: more is a typo, not a study
+MAX_STUDY_TOML = 1_000_000  # characters of study.toml; the guide's is under 2,000
+MAX_FRONT_MATTER = 64 * 1024  # characters of a topic's front matter; the guide's are under 1,000
 _STUDY_KEYS = {
     "title", "description", "model", "samplers", "steps", "seeds", "negative_prompt",
     "reference_sampler", "thresholds", "max_cells", "max_pixels", "speed",
@@ -107,9 +111,17 @@ def read_settings(root: Path | str) -> Settings:
     if not toml_path.is_file():
         raise StudyError(f"no study.toml in {root}")
     try:
-        data = tomllib.loads(toml_path.read_text(encoding="utf-8-sig"))  # as topic pages: a leading BOM is dropped
+        text = toml_path.read_text(encoding="utf-8-sig")  # as topic pages: a leading BOM is dropped
+        if len(text) > MAX_STUDY_TOML:
+            raise StudyError(f"{toml_path}: {len(text):,} characters, over the limit of {MAX_STUDY_TOML:,}")
+        data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise StudyError(f"{toml_path}: invalid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nested tables or arrays
+        raise StudyError(f"{toml_path}: invalid TOML: tables or arrays nested too deeply") from None
+    except ValueError:  # int() of a number over Python's limit (sys.get_int_max_str_digits)
+        raise StudyError(f"{toml_path}: invalid TOML: a number too long to read (Python reads integers of at "
+                         f"most {sys.get_int_max_str_digits():,} digits)") from None
     except OSError as exc:  # no permission, or a folder named study.toml
         raise StudyError(f"{toml_path}: cannot read: {exc.strerror or exc}") from None
     where = str(toml_path)
@@ -145,32 +157,86 @@ def read_settings(root: Path | str) -> Settings:
 
 
 def read_topic_text(path: Path) -> str:
-    """A topic page's text (a leading byte-order mark dropped); StudyError if it cannot be read."""
+    """A topic page's text (a leading byte-order mark dropped); StudyError if it cannot be read, or if it
+    holds a carriage return that ends no line (a lone CR, which Python would read as a line break unasked)."""
     try:
-        return path.read_text(encoding="utf-8-sig")
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            text = handle.read()
     except UnicodeDecodeError:
         raise StudyError(f"{path}: not UTF-8 text") from None
     except OSError as exc:  # a folder, a dangling link, no permission
         raise StudyError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    lone = re.search(r"\r(?!\n)", text)
+    if lone:
+        line = text.count("\n", 0, lone.start()) + 1
+        raise StudyError(f"{path}: line {line}: a carriage return (CR) that ends no line; save the file with "
+                         "LF or CRLF line endings")
+    return text.replace("\r\n", "\n")
 
 
 def split_front_matter(text: str, where: str) -> tuple[dict[str, Any], str]:
-    """Split `---\\nyaml\\n---\\nbody` into (mapping, body) with python-frontmatter; StudyError if malformed."""
+    """Split `---\\nyaml\\n---\\nbody` into (mapping, body); StudyError if malformed.
+
+    python-frontmatter splits; the YAML is read by a safe loader that refuses aliases (so no "billion
+    laughs" can expand), duplicated keys (YAML would keep the last one silently), more than
+    MAX_FRONT_MATTER characters, and nesting deeper than Python's recursion limit."""
     import frontmatter
     import yaml
 
     if not re.match(r"---[ \t]*\r?\n", text):
         raise StudyError(f"{where}: missing front matter (the file must start with a '---' line)")
     try:
-        post = frontmatter.loads(text)
+        front, body = frontmatter.YAMLHandler().split(text.strip())  # stripped as frontmatter.parse does
+    except ValueError:
+        raise StudyError(f"{where}: front matter is not closed by a '---' line") from None
+    if len(front) > MAX_FRONT_MATTER:
+        raise StudyError(f"{where}: front matter of {len(front):,} characters, over the limit of "
+                         f"{MAX_FRONT_MATTER:,}")
+    try:
+        meta = yaml.load(front, Loader=_front_matter_loader())  # a SafeLoader, stricter still
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "syntax error"
-        raise StudyError(f"{where}: invalid front matter: {first}") from None
-    except (ValueError, TypeError) as exc:
-        raise StudyError(f"{where}: invalid front matter: {exc}") from None
-    if not post.metadata and not re.match(r"---[ \t]*\r?\n.*?^---[ \t]*$", text, re.DOTALL | re.MULTILINE):
-        raise StudyError(f"{where}: front matter is not closed by a '---' line")
-    return dict(post.metadata), post.content
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark is not None else ""  # its line 0 is the rest of the first ---
+        raise StudyError(f"{where}: invalid front matter{at}: {first}") from None
+    except RecursionError:
+        raise StudyError(f"{where}: invalid front matter: nested too deeply") from None
+    if meta is None:
+        meta = {}
+    body = body.strip()
+    if not isinstance(meta, dict):
+        raise StudyError(f"{where}: front matter must be a mapping of keys to values, not a "
+                         f"{type(meta).__name__}")
+    return meta, body
+
+
+@functools.cache
+def _front_matter_loader() -> type:
+    """yaml.SafeLoader, refusing aliases and duplicated keys (built on first use, as yaml is imported then)."""
+    import yaml
+
+    class Refused(yaml.MarkedYAMLError):
+        """A front matter construct reportgen refuses."""
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise Refused(None, None, f"YAML alias *{event.anchor} (aliases are not allowed)", event.start_mark)
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, list | dict):
+                    continue  # unhashable: SafeLoader refuses it with its own message
+                if key in seen:
+                    raise Refused(None, None, f"duplicated key {key!r}", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
 
 
 def parse_topic(path: Path, text: str, settings: Settings) -> Topic:
@@ -200,7 +266,10 @@ def parse_topic(path: Path, text: str, settings: Settings) -> Topic:
         raise StudyError(f"{where}: {prompt.width}x{prompt.height} is over max_pixels = {settings.max_pixels}; "
                          "raise max_pixels in study.toml to go on")
     if settings.negative_prompt and not prompt.negative:
-        prompt = prompt.with_(negative=settings.negative_prompt)
+        try:
+            prompt = prompt.with_(negative=settings.negative_prompt)
+        except PromptError as exc:
+            raise StudyError(f"{settings.root / 'study.toml'}: negative_prompt: {exc}") from None
     order = meta.get("order", 0)
     if not isinstance(order, int) or isinstance(order, bool):
         raise StudyError(f"{where}: order must be an integer, got {order!r}")

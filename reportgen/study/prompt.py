@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from reportgen.errors import PromptError
 
 MAX_SEED = 2**32 - 1
+NEGATIVE_LABEL = "Negative prompt:"
 
 # flag -> (field, type); long forms map to the same fields.
 _FLAGS: dict[str, tuple[str, type]] = {
@@ -77,8 +78,7 @@ def parse_prompt(command: str) -> Prompt:
     """Parse `"prompt [negative]" -W512 -H512 -C7.5 -S123 -s50 -A k_lms -n4` into a Prompt."""
     if not isinstance(command, str):
         raise PromptError(f"prompt must be a string, got {type(command).__name__}")
-    if any(ord(ch) < 32 and ch not in "\t\n" for ch in command):
-        raise PromptError("prompt contains control characters")
+    _check_characters(command)
     words: list[str] = []
     try:
         lexer = shlex.shlex(command.strip(), posix=True)
@@ -142,7 +142,22 @@ def validate(prompt: Prompt) -> Prompt:
         raise PromptError(f"count (-n) must be > 0, got {prompt.count}")
     if "[" in prompt.negative or "]" in prompt.negative or "[" in prompt.text or "]" in prompt.text:
         raise PromptError("prompt and negative prompt cannot contain '[' or ']'")
+    for part in (prompt.text, prompt.negative):
+        _check_characters(part)
+        if NEGATIVE_LABEL in part:  # other tools split the image's parameters text there (render/metadata.py)
+            raise PromptError(f"prompt and negative prompt cannot contain {NEGATIVE_LABEL!r}; write the negative "
+                              "prompt in [brackets]")
     return prompt
+
+
+def _check_characters(text: str) -> None:
+    """Refuse tabs, carriage returns and other control characters (a newline is whitespace like a space)."""
+    if "\t" in text:
+        raise PromptError("prompt contains a tab; use a space")
+    if "\r" in text:
+        raise PromptError("prompt contains a carriage return; use a space")
+    if any(ord(ch) < 32 and ch != "\n" or 0x7F <= ord(ch) < 0xA0 for ch in text):
+        raise PromptError("prompt contains control characters")
 
 
 def _split_flag(token: str) -> tuple[str | None, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -173,3 +174,48 @@ def test_mps_without_mps_is_refused(models: Path, tmp_path: Path, capsys, monkey
     assert not (tmp_path / "s").exists()
     # a site only needs the keys an MPS render gave its cells, not MPS itself
     assert cli(capsys, monkeypatch, "build", models / "study", "--device", "mps", "--out", tmp_path / "site")[0] == 0
+
+
+def reproduce(image: Path, env: dict[str, str] | None = None) -> list[str]:
+    """The words of the command `info` prints for `image`, as a shell splits them (the comment dropped)."""
+    result = subprocess.run([sys.executable, "-m", "reportgen", "info", str(image)], env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("Reproduce: "))
+    return shlex.split(line.removeprefix("Reproduce: "), comments=True)
+
+
+def run_image(words: list[str], out: Path, env: dict[str, str] | None = None) -> Path:
+    words = [str(out) if words[i - 1] == "--out" else w for i, w in enumerate(words)]
+    result = subprocess.run([sys.executable, "-m", "reportgen", *words[1:]], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_a_single_file_cells_command_carries_its_model_config(models: Path, tmp_path: Path):
+    store = tmp_path / "store"
+    result = runner.invoke(app, ["render", str(models / "study"), "--model", str(models / "tiny.safetensors"),
+                                 "--model-config", str(models / "folder"), "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    (cell,) = Store(store).cells()
+    words = reproduce(cell.image)
+    assert words[words.index("--model") + 1] == str((models / "tiny.safetensors").resolve())
+    assert words[words.index("--model-config") + 1] == str((models / "folder").resolve())
+    again = run_image(words, tmp_path / "again.png")
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(cell.image)))
+    assert json.loads(Image.open(again).info["reportgen"])["key"] == cell.record["key"]
+
+
+def test_a_hub_cells_command_is_pinned_to_its_revision(models: Path, tmp_path: Path):
+    env = {**os.environ, "HF_HOME": str(models / "hf"), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    store = tmp_path / "store"
+    ok = subprocess.run([sys.executable, "-m", "reportgen", "render", str(models / "study"), "--model", "org/name",
+                         "--store", str(store)], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    (cell,) = Store(store).cells()
+    words = reproduce(cell.image, env)
+    assert words[words.index("--model") + 1] == f"org/name@{COMMIT}"
+    again = run_image(words, tmp_path / "again.png", env)
+    assert json.loads(Image.open(again).info["reportgen"])["key"] == cell.record["key"]
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(cell.image)))

@@ -112,10 +112,10 @@ def test_malformed_workflow_json_is_kept(tiny_study: Path, tmp_path: Path, capsy
 
 
 @pytest.mark.parametrize("runs, problem", [
-    ([{"kind": "preview"}], "run 1: topic must be a string"),
+    ([{"kind": "preview"}], "runs[0].topic: missing"),
     ([{"kind": "polish", "topic": "anime", "sampler": "k_euler", "executor": "batched", "store": "store",
-       "steps": 3, "cells": [{"seed": 1}]}], "run 1: each cell needs"),
-    ([{"kind": "rerun"}], "run 1: kind must be"),
+       "steps": 3, "cells": [{"seed": 1}]}], "runs[0].cells[0].key: missing"),
+    ([{"kind": "rerun"}], "runs[0].kind: must be 'preview' or 'polish' (got 'rerun')"),
 ])
 def test_build_names_a_malformed_workflow_entry(tiny_study: Path, tmp_path: Path, capsys, monkeypatch, runs,
                                                 problem):

@@ -54,7 +54,8 @@ def test_png_carries_parameters_and_info_reproduces(tiny_study: Path):
     result = run("info", cell.image)
     assert result.exit_code == 0
     assert result.stdout.splitlines()[0] == "an anime girl"
-    assert "Steps: 2, Sampler: Euler, CFG scale: 7.5, Seed: 3031912972, Size: 32x32, Model hash: " in result.stdout
+    assert ("Steps: 2, Sampler: Euler, Schedule type: Uniform, CFG scale: 7.5, Seed: 3031912972, Size: 32x32, "
+            "Model hash: ") in result.stdout
     command = next(line for line in result.stdout.splitlines() if line.startswith("Reproduce: "))
     assert "-s2 -Ak_euler" in command
 

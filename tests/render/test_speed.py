@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from reportgen.cli import app
 from reportgen.errors import ReportgenError
-from reportgen.render.store import Store, read_parameters
+from reportgen.render.metadata import read_image_metadata
+from reportgen.render.store import Store
 from reportgen.render.timing import workflow_runs
 from reportgen.samplers import get_sampler
 from reportgen.site.speed import gather_speed, preview_polish, speed_table, worked_example
@@ -72,7 +73,7 @@ def test_preview_then_polish(tiny_study: Path):
     assert polished.exit_code == 0, polished.output
     finals = [Path(line) for line in polished.stdout.strip().splitlines()]
     assert [p.parent for p in finals] == [tiny_study / "polished"] * 3
-    assert "Steps: 4, Sampler: Euler" in read_parameters(finals[0])[0]
+    assert "Steps: 4, Sampler: Euler" in (read_image_metadata(finals[0]).parameters or "")
 
     assert [(r["kind"], r["rendered"]) for r in workflow_runs(tiny_study)] == [("preview", 12), ("preview", 0),
                                                                                ("polish", 3)]
