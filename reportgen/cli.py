@@ -480,12 +480,11 @@ def _with_progress_lines(total: int, calls: int, work: Callable[[Callable[[Any],
         done[1] += getattr(output, "nfe", 0)
 
     thread = threading.Thread(target=report, name="reportgen-progress", daemon=True)
-    thread.start()
-    try:
+    try:  # started inside the try: a Ctrl-C that lands in start() still stops the thread
+        thread.start()
         return work(advance)
     finally:
         stop.set()
-        thread.join()
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def contributor_notes(job: RenderJob) -> list[str]:
                          f"on {job.device} (from {guess.source})")
         else:
             notes.append(f"no speed measured on {job.device} yet, so no time estimate: {guess.calls:,} model calls, "
-                         f"{guess.megapixel_calls:,.1f} megapixel-calls; `reportgen speed {job.study.root}` "
+                         f"{_amount(guess.megapixel_calls)} megapixel-calls; `reportgen speed {job.study.root}` "
                          "measures one")
     native = native_size(job.model)
     planned = dict.fromkeys(c.topic for c in job.plan.cells)
@@ -78,6 +78,11 @@ def contributor_notes(job: RenderJob) -> list[str]:
                          f"{native}x{native}: expect images unlike its training, at "
                          f"{width * height / native**2:.2g}x the time per model call of its native size")
     return notes
+
+
+def _amount(value: float) -> str:
+    """A quantity to two or three significant figures: '0.0021', '8.2', '1,234'."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 1 else f"{value:.2g}"
 
 
 def _duration(seconds: float) -> str:

@@ -156,7 +156,7 @@ def test_damaged_model_folder_is_one_error_line(models: Path, tmp_path: Path, da
         (folder / damage).unlink()
     store = tmp_path / "store"
     code, err = cli(capfd, monkeypatch, "render", models / "study", "--model", folder, "--store", store)
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("note: ")]
     assert code == 2, err
     assert len(lines) == 2 and " cells: " in lines[0], err  # the plan, then the error: no diffusers log, no bar
     assert lines[1] == f"error: cannot load model '{folder}': " + reason.format(folder=folder)
