@@ -11,6 +11,10 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# One torch thread (set before torch is imported, and inherited by the CLI subprocesses): the tiny models' ops are
+# too small to gain from a second thread, and on a shared 2-core machine two threads per process contend. Measured
+# for tests/render/test_batched.py's SD 1.x renders under a load of 6: 8.7 s with one thread, 75 s with two.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 
