@@ -20,12 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_study(root: Path, *, samplers: list[str], steps: list[int], topics: dict[str, str], seeds: int = 1,
-                extra: str = "") -> Path:
+                extra: str = "", model: str = "tiny") -> Path:
     """Write a study folder with one topic file per `topics` entry (slug -> prompt command)."""
     (root / "topics").mkdir(parents=True, exist_ok=True)
     names = ", ".join(f'"{s}"' for s in samplers)
     (root / "study.toml").write_text(
-        f'title = "Test study"\nmodel = "tiny"\nsamplers = [{names}]\nsteps = {steps}\nseeds = {seeds}\n{extra}'
+        f'title = "Test study"\nmodel = "{model}"\nsamplers = [{names}]\nsteps = {steps}\nseeds = {seeds}\n{extra}'
     )
     for order, (slug, prompt) in enumerate(topics.items()):
         (root / "topics" / f"{slug}.md").write_text(

@@ -76,7 +76,8 @@ def test_every_sampler_runs_through_diffusers_and_counts_its_model_calls(pipes, 
     assert output.image.size == (32, 32)
     assert np.isfinite(output.latents).all()
     # Heun, DPM2 and DPM2 a make 2n-1 calls, PLMS n+1, the rest n: counted, not computed.
-    expected = {"k_heun": 5, "k_dpm_2": 5, "k_dpm_2_a": 5, "plms": 4, "plms_trailing": 4, "flow_heun": 5}.get(sampler, 3)
+    expected = {"k_heun": 5, "k_dpm_2": 5, "k_dpm_2_a": 5, "plms": 4, "plms_trailing": 4,
+                "flow_heun": 5}.get(sampler, 3)
     assert output.nfe == expected == get_sampler(sampler).nfe(3)
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from reportgen.errors import SiteError
 from reportgen.models.sources import ModelInfo, resolve_model
-from reportgen.render.plan import Cell, plan
+from reportgen.render.plan import Cell, for_model, plan
 from reportgen.render.store import Store
 from reportgen.samplers import SAMPLERS, get_sampler
 from reportgen.site.convergence import gather_convergence
@@ -71,6 +71,7 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
     """Read the study, its plan and the store into a SiteData; make thumbnails and grids in memory."""
     study = load_study(study_path)
     info = resolve_model(model or study.model, model_config)
+    study = for_model(study, info)  # the reference sampler of the model's family where study.toml names none
     the_store = Store(store if store is not None else study.root / "store")
     device, dtype = _resolve_device(device, dtype)
     the_plan = plan(study, info, device, dtype, the_store)  # reads only the store: no model, no diffusers
@@ -95,7 +96,8 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
     speed = gather_speed(study.root, titles={t.slug: t.title for t in study.topics})
     speedups, speedup_source = _speedups(summary, steps, speed)
     return SiteData(
-        title=study.title, description=study.description, model=info.spec, model_identity=info.identity,
+        title=study.title, description=study.description, model=info.spec, model_family=info.family_label,
+        model_identity=info.identity,
         device=device, dtype=dtype, environment=dict(the_plan.environment),
         reference_sampler=get_sampler(study.reference_sampler).label, topics=topics,
         samplers=tuple(_sampler_view(s, _study_samplers(study)) for s in SAMPLERS), summary=summary, steps=steps,
