@@ -21,7 +21,14 @@ from typing import Any
 from reportgen.errors import ModelError
 from reportgen.models.configs import FAMILY_SCHEDULERS, SD1_SCHEDULER, TINY_MODELS
 from reportgen.models.families import adapter
-from reportgen.models.families.detect import checkpoint_family, checkpoint_keys, folder_family, lora_files
+from reportgen.models.families.detect import (
+    check_text_encoders,
+    checkpoint_family,
+    checkpoint_keys,
+    folder_family,
+    lora_files,
+    missing_text_encoders,
+)
 
 __all__ = ["SD1_SCHEDULER", "ModelInfo", "file_sha256", "resolve_model"]
 DEMO_DIR = Path(__file__).parent.parent / "assets" / "demo-model"
@@ -124,7 +131,8 @@ def file_sha256(path: Path) -> str:
 def _single_file_info(spec: str, path: Path, config: Path | None) -> ModelInfo:
     """A checkpoint file: its family from its keys; the scheduler config from --model-config, else the one its
     family's folders ship."""
-    family, variant = checkpoint_family(path, checkpoint_keys(path))
+    keys = checkpoint_keys(path)
+    family, variant = checkpoint_family(path, keys)
     if config is not None:
         if not (config / "model_index.json").is_file():
             raise ModelError(f"--model-config {config} is not a diffusers model folder")
@@ -133,6 +141,10 @@ def _single_file_info(spec: str, path: Path, config: Path | None) -> ModelInfo:
         if config_family != family:
             raise ModelError(f"--model-config {config} is a {adapter(config_family).label} folder, but {path} is "
                              f"a {adapter(family).label} checkpoint")
+        # what the file lacks comes from the folder (FLUX.1 files hold the transformer alone)
+        needed = adapter(family).text_encoders
+        check_text_encoders(config, family, None if family == "flux" else
+                            [name for name in missing_text_encoders(family, keys) if name in needed])
     elif family == "flux":
         raise ModelError(f"{path} is a FLUX.1 checkpoint, which holds the transformer alone; pass --model-config "
                          "with a diffusers FLUX.1 folder for its text encoders and VAE")
@@ -143,8 +155,7 @@ def _single_file_info(spec: str, path: Path, config: Path | None) -> ModelInfo:
 
 
 def _folder_info(path: Path, spec: str, kind: str) -> ModelInfo:
-    _check_index(path)
-    family, variant = folder_family(path)
+    family, variant, scheduler = _identify_folder(path)
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
         relative = file.relative_to(path).as_posix()
@@ -152,7 +163,16 @@ def _folder_info(path: Path, spec: str, kind: str) -> ModelInfo:
                    else hashlib.sha256(file.read_bytes()).hexdigest())
         digest.update(f"{relative}\0{content}\n".encode())
     return ModelInfo(spec, kind, "sha256:" + digest.hexdigest(), path=path, family=family, variant=variant,
-                     scheduler_config=_read_scheduler(path, FAMILY_SCHEDULERS.get((family, variant), SD1_SCHEDULER)))
+                     scheduler_config=scheduler)
+
+
+def _identify_folder(path: Path) -> tuple[str, str, dict[str, Any]]:
+    """A diffusers folder's family, variant and scheduler config, each checked (the text encoders last)."""
+    _check_index(path)
+    family, variant = folder_family(path)
+    scheduler = _read_scheduler(path, FAMILY_SCHEDULERS.get((family, variant), SD1_SCHEDULER))
+    check_text_encoders(path, family)
+    return family, variant, scheduler
 
 
 def _read_scheduler(folder: Path, default: dict[str, Any] = SD1_SCHEDULER) -> dict[str, Any]:
@@ -189,10 +209,9 @@ def _hub_info(spec: str) -> ModelInfo:
     except Exception as exc:  # huggingface_hub raises many types here; each means "not available"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot find hub model {spec!r} (offline: {offline}): {first}") from None
-    _check_index(folder)
-    family, variant = folder_family(folder)
+    family, variant, scheduler = _identify_folder(folder)
     return ModelInfo(spec, "hub", f"hub:{repo_id}@{folder.name}", path=folder, family=family, variant=variant,
-                     scheduler_config=_read_scheduler(folder, FAMILY_SCHEDULERS.get((family, variant), SD1_SCHEDULER)))
+                     scheduler_config=scheduler)
 
 
 TINY_NATIVE_SIZE = 64  # the tiny models are built for (and tested at) 64x64 or less

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from reportgen.errors import ModelError
 from reportgen.models.families import ADAPTERS, PIPELINE_FAMILIES
@@ -31,14 +33,10 @@ _KNOWN = "SD 1.x/2.x, SDXL, SD3, FLUX.1"
 
 
 def folder_family(path: Path) -> tuple[str, str]:
-    """(family, variant) of a diffusers folder; ModelError for a pipeline class reportgen does not know, a
-    refiner, or a family's folder without a text encoder it needs."""
-    index_file = path / "model_index.json"
-    try:
-        index = json.loads(index_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{index_file}: unreadable: {exc}") from None
-    name = index.get("_class_name") if isinstance(index, dict) else None
+    """(family, variant) of a diffusers folder; ModelError for a pipeline class reportgen does not know or a
+    refiner."""
+    index = _index(path)
+    name = index.get("_class_name")
     if name == REFINER:
         raise ModelError(f"{path} is an SDXL refiner ({REFINER}), which refines images another model made; "
                          "give a text-to-image model (e.g. the SDXL base) as --model")
@@ -46,12 +44,27 @@ def folder_family(path: Path) -> tuple[str, str]:
         raise ModelError(f"{path}: pipeline class {name!r} is not one reportgen knows "
                          f"(it knows {', '.join(PIPELINE_FAMILIES)})")
     family = PIPELINE_FAMILIES[name]
-    for component in ADAPTERS[family].text_encoders:
+    return family, _folder_variant(path, family)
+
+
+def check_text_encoders(path: Path, family: str, components: Iterable[str] | None = None) -> None:
+    """ModelError unless the folder has every text encoder its family needs (or `components` of them), named in
+    model_index.json and there."""
+    index = _index(path)
+    for component in ADAPTERS[family].text_encoders if components is None else components:
         entry = index.get(component)
         if not (isinstance(entry, list) and len(entry) == 2 and entry[1]) or not (path / component).is_dir():
             raise ModelError(f"{path} is a {ADAPTERS[family].label} model without its {component}, which the "
                              "family needs to encode a prompt")
-    return family, _folder_variant(path, family)
+
+
+def _index(path: Path) -> dict[str, Any]:
+    index_file = path / "model_index.json"
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{index_file}: unreadable: {exc}") from None
+    return index if isinstance(index, dict) else {}
 
 
 def _folder_variant(path: Path, family: str) -> str:
