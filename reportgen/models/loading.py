@@ -13,8 +13,9 @@ from reportgen.models.sources import ModelInfo
 from reportgen.models.tiny import build_tiny
 
 
-def pick_device(device: str | None = None, dtype: str | None = None) -> tuple[str, str]:
-    """Choose (device, dtype): CUDA with float16 when present, else CPU with float32; both overridable.
+def pick_device(device: str | None = None, dtype: str | None = None, half: str = "float16") -> tuple[str, str]:
+    """Choose (device, dtype): CUDA with `half` (the model family's: float16, bfloat16 for SD3 and FLUX.1) when
+    present, else CPU with float32; both overridable.
 
     torch is imported only to look for a GPU (no device given, or a GPU asked for): `--device cpu` needs none,
     and neither does a Linux machine without the device files every GPU driver torch can use creates."""
@@ -32,7 +33,7 @@ def pick_device(device: str | None = None, dtype: str | None = None) -> tuple[st
         if device == "mps" and not torch.backends.mps.is_available():
             raise ModelError(f"device {device!r} asked for, but MPS is not available")
     if dtype is None:
-        dtype = "float32" if device == "cpu" else "float16"
+        dtype = "float32" if device == "cpu" else half
     if dtype not in ("float32", "float16", "bfloat16"):
         raise ModelError(f"unknown dtype {dtype!r} (use float32, float16 or bfloat16)")
     return device, dtype

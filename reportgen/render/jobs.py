@@ -50,7 +50,7 @@ def prepare_render(study_path: Path, *, topics: Iterable[str] = (), samplers: It
     study = load_study(study_path)
     info = resolve_model(model or study.model, model_config)
     study = for_model(study, info)
-    device, dtype = pick_device(device, dtype)
+    device, dtype = pick_device(device, dtype, adapter(info.family).half_dtype)
     the_store = Store(store if store is not None else study.root / "store")
     the_plan = plan(study, info, device, dtype, the_store, topics=topics, samplers=samplers, steps=steps)
     return RenderJob(study, info, device, dtype, the_store, the_plan)
@@ -136,7 +136,7 @@ def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Pa
                           sampler=get_sampler(prompt.sampler or adapter(info.family).default_sampler).name)
     assert prompt.sampler is not None and prompt.steps is not None and prompt.seed is not None
     check_steps(prompt.sampler, prompt.steps, info)  # the 10,000 ceiling, and what the sampler's scheduler accepts
-    device, dtype = pick_device(device, dtype)
+    device, dtype = pick_device(device, dtype, adapter(info.family).half_dtype)
     environment = runtime_environment(info, device, dtype)
     key = cell_key(environment, scheduler_config(prompt.sampler, info.scheduler_config), prompt, prompt.sampler,
                    prompt.steps)

@@ -77,7 +77,7 @@ def _run(kind: str, study_path: Path, topic: str, seeds: list[int], steps: int, 
     # the family's deterministic default (K_LMS for SD: its previews predict its finals, the guide's advice)
     name = get_sampler(sampler or adapter(info.family).default_sampler).name
     check_steps(name, steps, info)
-    device, dtype = pick_device(device, dtype)
+    device, dtype = pick_device(device, dtype, adapter(info.family).half_dtype)
     environment = runtime_environment(info, device, dtype)
     the_store = Store(store if store is not None else study.root / "store")
     cells = tuple(make_cell(the_topic, seed, name, steps, info, environment) for seed in seeds)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from reportgen.errors import SiteError
+from reportgen.models.families import adapter
 from reportgen.models.sources import ModelInfo, resolve_model
 from reportgen.render.plan import Cell, for_model, plan
 from reportgen.render.store import Store
@@ -73,7 +74,7 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
     info = resolve_model(model or study.model, model_config)
     study = for_model(study, info)  # the reference sampler of the model's family where study.toml names none
     the_store = Store(store if store is not None else study.root / "store")
-    device, dtype = _resolve_device(device, dtype)
+    device, dtype = _resolve_device(device, dtype, adapter(info.family).half_dtype)
     the_plan = plan(study, info, device, dtype, the_store)  # reads only the store: no model, no diffusers
     cells = list(the_plan.cells)
 
@@ -145,16 +146,16 @@ def build_site(study_path: Path, out: Path, *, templates: Path | None = None, mo
                        reused=sum(1 for f in files if f.link), seconds=time.perf_counter() - start)
 
 
-def _resolve_device(device: str | None, dtype: str | None) -> tuple[str, str]:
+def _resolve_device(device: str | None, dtype: str | None, half: str) -> tuple[str, str]:
     """(device, dtype) as render picks them; a named CUDA or MPS device needs no GPU here, only its cells' keys."""
     from reportgen.models.loading import pick_device
 
     if device is not None and (device.startswith("cuda") or device == "mps"):
-        dtype = dtype or "float16"
+        dtype = dtype or half
         if dtype not in ("float32", "float16", "bfloat16"):
             raise SiteError(f"unknown dtype {dtype!r} (use float32, float16 or bfloat16)")
         return device, dtype
-    return pick_device(device, dtype)
+    return pick_device(device, dtype, half)
 
 
 def _cell_view(cell: Cell, topic: Topic, info: ModelInfo, device: str, store: Store, previous: Previous | None,

@@ -111,3 +111,18 @@ def test_the_guides_for_todays_models_plan_on_their_family(tmp_path: Path, capsy
     assert code == 0, err
     assert f"{cells} cells: 0 cached, {cells} to render" in err
     assert not (tmp_path / "store").exists()
+
+
+def test_flow_families_default_to_bfloat16_on_a_gpu(tmp_path: Path, monkeypatch):
+    """SD3 and FLUX.1 run in bfloat16 (their T5 and activations overflow float16); the SD families in float16.
+    Planning alone needs no GPU, so CUDA is only said to be there."""
+    import torch
+
+    from reportgen.render.jobs import prepare_render
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for model, dtype in (("tiny", "float16"), ("tiny-sdxl", "float16"), ("tiny-sd3", "bfloat16"),
+                         ("tiny-flux", "bfloat16")):
+        sampler = "flow_euler" if "flux" in model or "sd3" in model else "k_euler"
+        job = prepare_render(study_for(tmp_path / model, model, [sampler]), device="cuda")
+        assert (job.device, job.dtype, job.plan.environment["dtype"]) == ("cuda", dtype, dtype), model

@@ -76,6 +76,7 @@ class FamilyAdapter:
     reference_sampler = "k_heun"  # study.toml's reference_sampler when it names none
     default_sampler = "k_lms"  # `image`, `preview` and `polish` without -A/--sampler
     rows_per_lane = 2  # rows a lane takes in a denoiser call at most: a CFG pair
+    half_dtype = "float16"  # the GPU dtype where --dtype names none
 
     # -- static facts ------------------------------------------------------------------------------
     def prediction(self, scheduler_config: dict[str, Any]) -> str:

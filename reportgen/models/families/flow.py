@@ -21,6 +21,7 @@ class FlowAdapter(FamilyAdapter):
     flow = True
     reference_sampler = "flow_heun"
     default_sampler = "flow_euler"
+    half_dtype = "bfloat16"  # as both ship and run: their T5 and activations overflow float16
 
     def initial_latents(self, pipe: Any, scheduler: Any, width: int, height: int, generator: Any, dtype: Any) -> Any:
         """prepare_latents' draw; neither pipeline multiplies by init_noise_sigma (1.0 for flow schedulers anyway)."""
