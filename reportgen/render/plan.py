@@ -166,7 +166,7 @@ def _steps_refused(sampler: str, steps: int, base_config: str) -> str | None:
     """Why diffusers' scheduler for `sampler` cannot run `steps` steps, or None; cached across plans and commands."""
     # Built exactly as rendering builds it (batched.lane_scheduler), so a refusal here is one there.
     scheduler = get_sampler(sampler).make_scheduler(json.loads(base_config))
-    # a dynamically shifted flow scheduler needs a `mu`, which depends on the image's size: its midpoint here
+    # a dynamically shifted flow scheduler needs a `mu`, which depends on the image's size: one in its range here
     mu = {"mu": 1.0} if scheduler.config.get("use_dynamic_shifting") else {}
     try:
         scheduler.set_timesteps(steps, device="cpu", **mu)
@@ -201,9 +201,8 @@ def plan(study: Study, model: ModelInfo, device: str, dtype: str, store: Store, 
             raise StudyError(f"steps must be > 0, got {n}")
 
     environment = runtime_environment(model, device, dtype)
-    for name in dict.fromkeys([*sampler_filter, *(s for topic in study.topics for s in topic.samplers)]):
-        if not sampler_filter or name in sampler_filter:
-            check_sampler(name, model)  # before its scheduler is built from the model's config
+    for name in sampler_filter or dict.fromkeys(s for topic in study.topics for s in topic.samplers):
+        check_sampler(name, model)  # before its scheduler is built from the model's config
     configs: dict[str, dict[str, Any]] = {}
     cells: list[Cell] = []
     for topic in study.topics:
