@@ -97,7 +97,7 @@ def resolve_model(spec: str, config: str | Path | None = None) -> ModelInfo:
         return _single_file_info(spec, path, Path(config).expanduser() if config else None)
     if _HUB_ID.match(spec) and not spec.startswith((".", "/")) and not path.exists():
         return _hub_info(spec)
-    raise ModelError(f"model not found: {spec!r} (expected tiny, demo, a diffusers folder, "
+    raise ModelError(f"model not found: {spec!r} (expected {', '.join(TINY_MODELS)}, demo, a diffusers folder, "
                      "a .safetensors/.ckpt file or a hub id like org/name)")
 
 
