@@ -95,8 +95,8 @@ def instrument(timeline: Timeline) -> None:
     """Replace the executor's stages with timed ones. The tick is split so that gathering inputs, the UNet
     call and the lanes' steps are timed apart; the store is written on a worker thread (host time only)."""
     run = batched._BatchedRun
-    unet, step_lanes = run._unet, run._step_lanes
-    run._unet = timeline.wrap("unet", unet)  # type: ignore[method-assign]
+    unet, step_lanes = run._denoise, run._step_lanes
+    run._denoise = timeline.wrap("unet", unet)  # type: ignore[method-assign]
     run._step_lanes = timeline.wrap("lanes' steps", step_lanes)  # type: ignore[method-assign]
     tick = run._tick
 
@@ -149,7 +149,7 @@ def main() -> None:
     if args.compile:  # compile the graph of the render's batch shape now, so that the render does not
         cells = plan(study, model, args.device, dtype, Store(root / "store")).to_render
         rows = 2 * (args.batch_size or batched.auto_lanes(pipe, cells))
-        batched.compile_unet(pipe)
+        batched.compile_denoiser(pipe)
         sample, timestep, states = unet_inputs(pipe, rows, size)
         with torch.inference_mode():
             pipe.unet(sample, timestep, encoder_hidden_states=states, return_dict=False)

@@ -7,7 +7,7 @@ docs/performance.md). This times one such call, side by side in one process, for
 - channels_last: its convolution weights and inputs in NHWC memory format;
 - fused_qkv: diffusers' `fuse_qkv_projections()` (one matmul for Q, K and V of self-attention);
 - compile: `torch.compile` (inductor, default mode, static shapes) as `reportgen render --compile`
-  applies it (`batched.compile_unet`); compile_cl_qkv: the same on top of channels_last and fused QKV;
+  applies it (`batched.compile_denoiser`); compile_cl_qkv: the same on top of channels_last and fused QKV;
 - compile_tuned: compile_cl_qkv with the inductor settings of diffusers' former "Accelerate inference of
   text-to-image diffusion models" tutorial (1x1 convolutions as matmuls, coordinate-descent tuning of
   the generated kernels, no epilogue fusion); its compilation takes longer than the others'.
@@ -48,11 +48,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # render_matrix's buil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # reportgen from a checkout
 
 from gpu_clocks import ClockLog  # noqa: E402
-from render_matrix import PEAKS, build_sd15, unet_flops, unet_inputs  # noqa: E402
+from render_matrix import PEAKS, build_sd15, denoiser_flops, unet_inputs  # noqa: E402
 
 from reportgen.models.loading import load_pipeline  # noqa: E402
 from reportgen.models.sources import resolve_model  # noqa: E402
-from reportgen.render.batched import compile_unet  # noqa: E402
+from reportgen.render.batched import compile_denoiser  # noqa: E402
 
 VARIANTS = ("eager", "channels_last", "fused_qkv", "compile", "compile_cl_qkv", "compile_tuned")
 # torch._inductor.config values for compile_tuned, from diffusers' fast_diffusion tutorial (removed from
@@ -82,11 +82,11 @@ def apply_variant(pipe: Any, variant: str) -> None:
     elif variant == "fused_qkv":
         unet.fuse_qkv_projections()
     elif variant == "compile":
-        compile_unet(pipe)  # what `reportgen render --compile` does
+        compile_denoiser(pipe)  # what `reportgen render --compile` does
     elif variant in ("compile_cl_qkv", "compile_tuned"):
         unet.to(memory_format=torch.channels_last)
         unet.fuse_qkv_projections()
-        compile_unet(pipe)
+        compile_denoiser(pipe)
 
 
 _INDUCTOR_DEFAULTS: dict[str, dict[str, Any]] = {}
@@ -146,7 +146,7 @@ def main() -> None:
         pipe, size, rows, name = build_sd15(device, "bfloat16"), 512, args.rows or 128, torch.cuda.get_device_name()
     else:
         pipe, size, rows, name = load_pipeline(resolve_model("tiny")), 32, args.rows or 32, "CPU"
-    flops = unet_flops(pipe, size) * rows / 2  # unet_flops counts a CFG pair
+    flops = denoiser_flops(pipe, size) * rows / 2  # denoiser_flops counts a CFG pair
     peak = args.peak_tflops or (next((p for key, p in PEAKS if key in name), None) if cuda else None)
     print(f"device: {name}; torch {torch.__version__}; {size}x{size}; {rows} rows; "
           f"{flops / 1e12:.2f} TFLOP per call; peak {peak} TFLOP/s", flush=True)

@@ -272,16 +272,16 @@ def _steps_calls(fit: dict[str, Any], what: str) -> str:
 
 @app.command()
 def samplers() -> None:
-    """List the sampler registry: names, aliases, diffusers class, model calls per step, ancestral."""
+    """List the sampler registry: names, aliases, diffusers class, models served, model calls per step, ancestral."""
     from rich.console import Console
     from rich.table import Table
 
     from reportgen.samplers import SAMPLERS
 
-    table = Table("name", "label", "aliases", "diffusers scheduler", "model calls", "ancestral", "order")
+    table = Table("name", "label", "aliases", "diffusers scheduler", "serves", "model calls", "ancestral", "order")
     for s in SAMPLERS:
-        table.add_row(s.name, s.label, ", ".join(s.aliases), s.scheduler, s.calls, "yes" if s.ancestral else "no",
-                      str(s.order))
+        table.add_row(s.name, s.label, ", ".join(s.aliases), s.scheduler, ", ".join(s.predictions), s.calls,
+                      "yes" if s.ancestral else "no", str(s.order))
     Console(width=160).print(table)
 
 

@@ -4,6 +4,11 @@ Configurations follow how Stable Diffusion 1.x ships them (scaled-linear betas f
 scheduler config, `steps_offset=1`, PLMS without the PRK warm-up) and, for the k-diffusion samplers
 the guide used (K_LMS, K_EULER, ...), the `linspace` timestep spacing that matches k-diffusion's
 discretisation of the model's sigmas.
+
+Each sampler says which predictions it serves: the diffusion samplers epsilon and v_prediction models (the
+scheduler converts a v prediction itself), the flow samplers flow-matching models (SD3, FLUX.1). A flow sampler
+takes the model's own shift from its FlowMatchEuler config, static (`shift`) or dynamic (`use_dynamic_shifting`
+and its base/max shift), translated into the flags each scheduler class reads (`_flow_base`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,13 @@ class Sampler:
     aliases: tuple[str, ...] = ()
     paper: str = ""
     ui: str = ""  # the web UIs' name for this solver when it is not the first alias (its schedule aside)
+    predictions: tuple[str, ...] = ("epsilon", "v_prediction")
+    base: str = "model"  # how the model's scheduler config becomes this scheduler's: a key of _BASES
+
+    @property
+    def flow(self) -> bool:
+        """Whether it samples flow-matching models."""
+        return "flow" in self.predictions
 
     @property
     def ui_name(self) -> str:
@@ -45,11 +57,16 @@ class Sampler:
         """Denoiser evaluations for `steps` steps (a CFG pair counts as one)."""
         return _CALLS[self.calls](steps)
 
+    def base_config(self, model_config: dict[str, Any]) -> dict[str, Any]:
+        """The config this sampler's scheduler is built from (before its overrides), from the model's."""
+        return _BASES[self.base](model_config)
+
     def make_scheduler(self, base_config: dict[str, Any]) -> Any:
         """A fresh diffusers scheduler for this sampler, from a model's scheduler config."""
         # Building some schedulers costs far more than copying one (KDPM2: about 180 ms, mostly in
         # from_config), and every cell needs its own: copy a fresh instance built once per config.
-        return copy.deepcopy(_template(self.scheduler, json.dumps(base_config, sort_keys=True, default=str),
+        config = self.base_config(base_config)
+        return copy.deepcopy(_template(self.scheduler, json.dumps(config, sort_keys=True, default=str),
                                        json.dumps(self.overrides, sort_keys=True)))
 
 
@@ -61,6 +78,28 @@ def _template(scheduler: str, base_config: str, overrides: str) -> Any:
     return getattr(diffusers, scheduler).from_config(json.loads(base_config), **json.loads(overrides))
 
 
+def _flow_heun_base(config: dict[str, Any]) -> dict[str, Any]:
+    """FlowMatchHeunDiscreteScheduler takes only num_train_timesteps and a static `shift` (no dynamic shifting:
+    a model with dynamic shifting gets its static `shift`)."""
+    return {"num_train_timesteps": config.get("num_train_timesteps", 1000), "shift": config.get("shift", 1.0)}
+
+
+def _flow_solver_base(config: dict[str, Any]) -> dict[str, Any]:
+    """DPMSolverMultistep and UniPCMultistep on flow sigmas: they read the shift from `flow_shift` (not `shift`)
+    and need `use_flow_sigmas` and `prediction_type="flow_prediction"` (without them they run, wrongly, with no
+    error); dynamic shifting with the exponential time shift FlowMatchEuler uses."""
+    return {"num_train_timesteps": config.get("num_train_timesteps", 1000), "use_flow_sigmas": True,
+            "prediction_type": "flow_prediction", "flow_shift": config.get("shift", 1.0),
+            "use_dynamic_shifting": bool(config.get("use_dynamic_shifting", False)),
+            "time_shift_type": "exponential"}
+
+
+_BASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "model": lambda config: config,  # the model's own config, the sampler's overrides on top
+    "flow-heun": _flow_heun_base,
+    "flow-solver": _flow_solver_base,
+}
+
 _CALLS: dict[str, Callable[[int], int]] = {
     "n": lambda n: n,
     "n+1": lambda n: n + 1,
@@ -68,6 +107,7 @@ _CALLS: dict[str, Callable[[int], int]] = {
 }
 
 _K = {"timestep_spacing": "linspace"}
+_FLOW = ("flow",)
 _LEADING = {"timestep_spacing": "leading", "steps_offset": 1}
 _TRAILING = {"timestep_spacing": "trailing", "steps_offset": 0}
 
@@ -112,6 +152,17 @@ SAMPLERS: tuple[Sampler, ...] = (
     Sampler("plms_trailing", "PLMS trailing", "PNDMScheduler",
             {**_TRAILING, "skip_prk_steps": True, "set_alpha_to_one": False}, calls="n+1", order=4, ui="PLMS",
             paper="PLMS with trailing spacing, Lin et al. 2023"),
+    # Flow matching (SD3, FLUX.1): the same solvers on a rectified flow, with the model's shifted sigmas.
+    Sampler("flow_euler", "Flow Euler", "FlowMatchEulerDiscreteScheduler", predictions=_FLOW,
+            aliases=("Euler (flow)",), paper="Esser et al. 2024, Scaling Rectified Flow Transformers (SD3), Euler"),
+    Sampler("flow_heun", "Flow Heun", "FlowMatchHeunDiscreteScheduler", calls="2n-1", order=2, predictions=_FLOW,
+            base="flow-heun", aliases=("Heun (flow)",), paper="Karras et al. 2022, Algorithm 2, on a rectified flow"),
+    Sampler("flow_dpmpp_2m", "Flow DPM++ 2M", "DPMSolverMultistepScheduler",
+            {"algorithm_type": "dpmsolver++", "solver_order": 2}, order=2, predictions=_FLOW, base="flow-solver",
+            aliases=("DPM++ 2M (flow)",), paper="Lu et al. 2022, DPM-Solver++, on flow sigmas"),
+    Sampler("flow_unipc", "Flow UniPC", "UniPCMultistepScheduler", {"solver_order": 2}, order=2,
+            predictions=_FLOW, base="flow-solver", aliases=("UniPC (flow)",),
+            paper="Zhao et al. 2023, UniPC, on flow sigmas"),
 )
 
 GUIDE_SAMPLERS: tuple[str, ...] = ("ddim", "plms", "k_lms", "k_euler", "k_euler_a", "k_heun", "k_dpm_2", "k_dpm_2_a")

@@ -11,17 +11,21 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# One torch thread (set before torch is imported, and inherited by the CLI subprocesses): the tiny models' ops are
+# too small to gain from a second thread, and on a shared 2-core machine two threads per process contend. Measured
+# for tests/render/test_batched.py's SD 1.x renders under a load of 6: 8.7 s with one thread, 75 s with two.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_study(root: Path, *, samplers: list[str], steps: list[int], topics: dict[str, str], seeds: int = 1,
-                extra: str = "") -> Path:
+                extra: str = "", model: str = "tiny") -> Path:
     """Write a study folder with one topic file per `topics` entry (slug -> prompt command)."""
     (root / "topics").mkdir(parents=True, exist_ok=True)
     names = ", ".join(f'"{s}"' for s in samplers)
     (root / "study.toml").write_text(
-        f'title = "Test study"\nmodel = "tiny"\nsamplers = [{names}]\nsteps = {steps}\nseeds = {seeds}\n{extra}'
+        f'title = "Test study"\nmodel = "{model}"\nsamplers = [{names}]\nsteps = {steps}\nseeds = {seeds}\n{extra}'
     )
     for order, (slug, prompt) in enumerate(topics.items()):
         (root / "topics" / f"{slug}.md").write_text(

@@ -45,9 +45,22 @@ def test_plms_skips_prk_and_k_samplers_use_linspace():
 
 
 @pytest.fixture(scope="module")
-def tiny_pipe():
-    model = resolve_model("tiny")
-    return model, load_pipeline(model)
+def pipes():
+    """The tiny SD 1.x model, and tiny SD3 for the flow samplers, loaded once each."""
+    loaded = {}
+
+    def get(spec: str):
+        if spec not in loaded:
+            model = resolve_model(spec)
+            loaded[spec] = model, load_pipeline(model)
+        return loaded[spec]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe(pipes):
+    return pipes("tiny")
 
 
 def _cell(sampler: str, steps: int) -> Cell:
@@ -56,15 +69,38 @@ def _cell(sampler: str, steps: int) -> Cell:
 
 
 @pytest.mark.parametrize("sampler", [s.name for s in SAMPLERS])
-def test_every_sampler_runs_through_diffusers_and_counts_its_model_calls(tiny_pipe, sampler):
-    model, pipe = tiny_pipe
+def test_every_sampler_runs_through_diffusers_and_counts_its_model_calls(pipes, sampler):
+    model, pipe = pipes("tiny-sd3" if get_sampler(sampler).flow else "tiny")
     (output,) = list(pipeline_executor(pipe, model, [_cell(sampler, 3)]))
     assert output.error is None
     assert output.image.size == (32, 32)
     assert np.isfinite(output.latents).all()
     # Heun, DPM2 and DPM2 a make 2n-1 calls, PLMS n+1, the rest n: counted, not computed.
-    expected = {"k_heun": 5, "k_dpm_2": 5, "k_dpm_2_a": 5, "plms": 4, "plms_trailing": 4}.get(sampler, 3)
+    expected = {"k_heun": 5, "k_dpm_2": 5, "k_dpm_2_a": 5, "plms": 4, "plms_trailing": 4,
+                "flow_heun": 5}.get(sampler, 3)
     assert output.nfe == expected == get_sampler(sampler).nfe(3)
+
+
+def test_each_sampler_says_which_predictions_it_serves():
+    flow = {s.name for s in SAMPLERS if s.predictions == ("flow",)}
+    assert flow == {"flow_euler", "flow_heun", "flow_dpmpp_2m", "flow_unipc"}
+    assert all(s.predictions == ("epsilon", "v_prediction") for s in SAMPLERS if s.name not in flow)
+    assert get_sampler("FlowMatchHeunDiscreteScheduler").name == "flow_heun"
+
+
+def test_flow_solvers_take_the_models_shift_static_or_dynamic():
+    """DPM++ and UniPC read the shift from flow_shift (not shift) and need flow sigmas and flow predictions."""
+    from reportgen.models.configs import FLUX_DEV_SCHEDULER, SD3_SCHEDULER
+
+    for name in ("flow_dpmpp_2m", "flow_unipc"):
+        static = get_sampler(name).make_scheduler(SD3_SCHEDULER).config
+        assert (static.use_flow_sigmas, static.prediction_type, static.flow_shift) == (True, "flow_prediction", 3.0)
+        assert not static.use_dynamic_shifting
+        dynamic = get_sampler(name).make_scheduler(FLUX_DEV_SCHEDULER).config
+        assert dynamic.use_dynamic_shifting and dynamic.time_shift_type == "exponential"
+    assert get_sampler("flow_heun").make_scheduler(SD3_SCHEDULER).config.shift == 3.0
+    euler = get_sampler("flow_euler").make_scheduler(FLUX_DEV_SCHEDULER).config
+    assert euler.use_dynamic_shifting and (euler.base_shift, euler.max_shift) == (0.5, 1.15)
 
 
 def test_same_cell_twice_gives_identical_pixels(tiny_pipe):

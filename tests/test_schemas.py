@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import run_main
 from hypothesis import HealthCheck, given, settings
@@ -87,7 +88,11 @@ def test_the_hash_cache_note_is_one_line_from_the_cli(tiny_study: Path, tmp_path
     cache = tmp_path / "cache" / "reportgen" / "file-hashes.json"
     cache.parent.mkdir(parents=True)
     cache.write_text("[]")
-    (tmp_path / "m.safetensors").write_bytes(b"x")
+    from safetensors.numpy import save_file
+
+    # a checkpoint's header is read at planning (its family is in its keys): one SD key is enough here
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": np.zeros(1, np.float32)},
+              str(tmp_path / "m.safetensors"))
     code, err = run_main(capsys, monkeypatch, "render", tiny_study, "--model", tmp_path / "m.safetensors",
                          "--dry-run")
     assert code == 0

@@ -7,12 +7,15 @@ import sys
 from typing import Any
 
 from reportgen.errors import ModelError
+from reportgen.models.families import adapter
+from reportgen.models.families.detect import checkpoint_keys, missing_text_encoders
 from reportgen.models.sources import ModelInfo
-from reportgen.models.tiny import build_tiny_pipeline
+from reportgen.models.tiny import build_tiny
 
 
-def pick_device(device: str | None = None, dtype: str | None = None) -> tuple[str, str]:
-    """Choose (device, dtype): CUDA with float16 when present, else CPU with float32; both overridable.
+def pick_device(device: str | None = None, dtype: str | None = None, half: str = "float16") -> tuple[str, str]:
+    """Choose (device, dtype): CUDA with `half` (the model family's: float16, bfloat16 for SD3 and FLUX.1) when
+    present, else CPU with float32; both overridable.
 
     torch is imported only to look for a GPU (no device given, or a GPU asked for): `--device cpu` needs none,
     and neither does a Linux machine without the device files every GPU driver torch can use creates."""
@@ -30,7 +33,7 @@ def pick_device(device: str | None = None, dtype: str | None = None) -> tuple[st
         if device == "mps" and not torch.backends.mps.is_available():
             raise ModelError(f"device {device!r} asked for, but MPS is not available")
     if dtype is None:
-        dtype = "float32" if device == "cpu" else "float16"
+        dtype = "float32" if device == "cpu" else half
     if dtype not in ("float32", "float16", "bfloat16"):
         raise ModelError(f"unknown dtype {dtype!r} (use float32, float16 or bfloat16)")
     return device, dtype
@@ -47,9 +50,8 @@ def _gpu_driver_present() -> bool:
 
 
 def load_pipeline(info: ModelInfo, device: str = "cpu", dtype: str = "float32") -> Any:
-    """Load the model as a diffusers StableDiffusionPipeline on `device` in `dtype`."""
+    """Load the model as its family's diffusers pipeline on `device` in `dtype`."""
     import torch
-    from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -60,26 +62,72 @@ def load_pipeline(info: ModelInfo, device: str = "cpu", dtype: str = "float32") 
     torch_dtype = getattr(torch, dtype)
     try:
         if info.kind == "tiny":
-            pipe = build_tiny_pipeline()
+            pipe = build_tiny(info.spec)
         elif info.kind == "single-file":
-            kwargs: dict[str, Any] = {"local_files_only": True}
-            if info.config is not None:
-                kwargs["config"] = str(info.config)
-            pipe = StableDiffusionPipeline.from_single_file(str(info.path), **kwargs)
+            pipe = _from_single_file(info)
         else:
             assert info.path is not None
-            pipe = StableDiffusionPipeline.from_pretrained(info.path, local_files_only=True, safety_checker=None,
-                                                           requires_safety_checker=False)
-        _check_tokenizer(pipe.tokenizer)
+            pipe = _pipeline_class(info).from_pretrained(info.path, local_files_only=True, **_options(info))
+        for name, component in pipe.components.items():
+            if name.startswith("tokenizer") and component is not None:
+                _check_tokenizer(component)
     except Exception as exc:  # third-party code reading third-party files fails in many ways; each means "cannot load"
         if info.kind == "single-file" and info.config is None:
             raise ModelError(_single_file_hint(info)) from None
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot load model {info.spec!r}: {message}") from None
-    pipe.safety_checker = None
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()  # diffusers' single-file T5 (SD3) is left in training mode: its dropout would be on
+    if hasattr(pipe, "safety_checker"):
+        pipe.safety_checker = None
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device=device, dtype=torch_dtype)
 
+
+def _pipeline_class(info: ModelInfo) -> Any:
+    import diffusers
+
+    return getattr(diffusers, adapter(info.family).pipeline_class)
+
+
+def _options(info: ModelInfo) -> dict[str, Any]:
+    """What reportgen turns off when loading: SD's safety checker, SDXL's invisible watermark (neither touches
+    latents, which is all reportgen takes from the pipeline)."""
+    if info.family == "sd":
+        return {"safety_checker": None, "requires_safety_checker": False}
+    if info.family == "sdxl":
+        return {"add_watermarker": False}
+    return {}
+
+
+def _from_single_file(info: ModelInfo) -> Any:
+    """The family's `from_single_file`, with the text encoders the file lacks loaded from --model-config (diffusers
+    looks for those in the config folder's model weights only, and fails). FLUX.1 files hold the transformer alone:
+    FluxTransformer2DModel.from_single_file, everything else from --model-config."""
+    import transformers
+
+    assert info.path is not None
+    kwargs: dict[str, Any] = {"local_files_only": True, **_options(info)}
+    if info.config is not None:
+        kwargs["config"] = str(info.config)
+    if info.family == "flux":
+        import diffusers
+
+        assert info.config is not None  # resolve_model asks for it
+        transformer = diffusers.FluxTransformer2DModel.from_single_file(
+            str(info.path), config=str(info.config), subfolder="transformer", local_files_only=True)
+        return diffusers.FluxPipeline.from_pretrained(info.config, transformer=transformer, local_files_only=True)
+    if info.config is not None:
+        import json
+
+        index = json.loads((info.config / "model_index.json").read_text(encoding="utf-8"))
+        for name in missing_text_encoders(info.family, checkpoint_keys(info.path)):
+            entry = index.get(name)
+            if isinstance(entry, list) and len(entry) == 2 and entry[1]:
+                kwargs[name] = getattr(transformers, entry[1]).from_pretrained(info.config, subfolder=name,
+                                                                              local_files_only=True)
+    return _pipeline_class(info).from_single_file(str(info.path), **kwargs)
 
 
 def _check_tokenizer(tokenizer: Any) -> None:

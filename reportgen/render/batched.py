@@ -1,10 +1,11 @@
-"""The batched executor: every cell is a lane with its own scheduler, and all lanes share UNet calls.
+"""The batched executor: every cell is a lane with its own scheduler, and all lanes share denoiser calls.
 
 Each tick gathers the input of every active lane (the CFG pair of each in the same batch, one timestep
-per sample) into one UNet call, then hands each lane its slice: CFG combine and `scheduler.step` with
-the lane's own generator, exactly as `StableDiffusionPipeline.__call__` does for a batch of one. Lanes
-end at different ticks (steps and calls per step differ), so waiting lanes are admitted as others
-finish and the batch stays full. Finished lanes are decoded together and streamed out at once, so
+per sample) into one call of the model's denoiser (UNet or transformer), then hands each lane its slice:
+guidance and `scheduler.step` with the lane's own generator, exactly as the model family's pipeline does
+for a batch of one. The executor talks to the family's adapter (models/families/), never to a pipeline
+class. Lanes end at different ticks (steps and calls per step differ), so waiting lanes are admitted as
+others finish and the batch stays full. Finished lanes are decoded together and streamed out at once, so
 memory stays flat however large the study.
 
 On CUDA nothing in a tick waits for the GPU, so the host queues the next UNet call while this one
@@ -16,7 +17,6 @@ waiting (`_PinnedUploads`). `bench/sync_check.py` counts the calls that still sy
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import time
 from collections import deque
@@ -27,14 +27,16 @@ from typing import Any
 from torch.overrides import TorchFunctionMode
 
 from reportgen.errors import RenderError
+from reportgen.models.families import Conditioning, adapter_for_pipeline
+from reportgen.models.families.base import pad_rows
 from reportgen.models.sources import ModelInfo
 from reportgen.render.outputs import CellOutput, finish
 from reportgen.render.plan import Cell
 from reportgen.samplers import get_sampler
 
-CPU_LANES = 16  # lanes per UNet call on a CPU: enough to amortise per-call overhead; not tuned (docs/performance.md)
+CPU_LANES = 16  # lanes per call on a CPU: enough to amortise per-call overhead; not tuned (docs/performance.md)
 MAX_AUTO_LANES = 256  # cap of the automatic choice on GPUs; a study's own parallelism is usually lower
-MEMORY_SHARE = 0.6  # of the free GPU memory the UNet's activations may use; the rest is VAE decode and slack
+MEMORY_SHARE = 0.6  # of the free GPU memory the denoiser's activations may use; the rest is VAE decode and slack
 DECODE_BATCH = 8  # finished lanes decoded per VAE call
 
 
@@ -45,21 +47,26 @@ class Lane:
     cell: Cell
     scheduler: Any
     timesteps: Any  # the scheduler's own timestep tensor: step() and scale_model_input() get its items
-    times: Any  # the same timesteps as float32 on the device: rows of the UNet's per-sample timestep tensor
+    times: Any  # the family's rows of the denoiser's per-sample timestep tensor, on the device, one per timestep
     generator: Any
     latents: Any
     step_kwargs: dict[str, Any]
-    cfg: bool
+    guided: bool  # takes an unconditional row (CFG) besides its conditional one
     prompt_key: tuple[str, str, bool]
+    guidance: Any = None  # the lane's row of a guidance-distilled denoiser's guidance input (FLUX.1 dev, LCM)
     index: int = 0
     nfe: int = 0
     seconds: float = 0.0
-    cond: Any = None  # guidance-scale embedding row, for UNets with time_cond_proj_dim
 
     @property
     def done(self) -> bool:
         """Whether every timestep has been taken."""
         return self.index >= len(self.times)
+
+    @property
+    def rows(self) -> int:
+        """Rows the lane takes in each denoiser call: a CFG pair, or one."""
+        return 2 if self.guided else 1
 
 
 @dataclass
@@ -80,53 +87,44 @@ class _Pending:
 
 def batched_executor(pipe: Any, model: ModelInfo, cells: Iterable[Cell], *, batch_size: int | None = None,
                      decode_batch: int = DECODE_BATCH, compile: bool = False) -> Iterator[CellOutput]:
-    """Render all cells in shared UNet batches of at most `batch_size` lanes (automatic when None).
+    """Render all cells in shared denoiser batches of at most `batch_size` lanes (automatic when None).
 
-    With `compile`, the UNet runs under `torch.compile` with static shapes and every call is padded to
+    With `compile`, the denoiser runs under `torch.compile` with static shapes and every call is padded to
     the same number of rows, so one graph serves the whole render."""
     import torch
 
     if batch_size is not None and batch_size < 1:
         raise RenderError(f"--batch-size must be at least 1, got {batch_size}")
     if compile:
-        compile_unet(pipe)
+        compile_denoiser(pipe)
     groups: dict[tuple[int, int], list[Cell]] = {}
-    for cell in cells:  # lanes of different sizes cannot share a UNet call
+    for cell in cells:  # lanes of different sizes cannot share a denoiser call
         groups.setdefault((cell.height, cell.width), []).append(cell)
     with torch.inference_mode():
         for group in groups.values():
             yield from _BatchedRun(pipe, model, group, batch_size, decode_batch, pad=compile).run()
 
 
-def compile_unet(pipe: Any) -> None:
-    """Put the pipeline's UNet under `torch.compile` (inductor, default mode) with static shapes, once.
+def compile_denoiser(pipe: Any) -> None:
+    """Put the pipeline's denoiser under `torch.compile` (inductor, default mode) with static shapes, once.
 
     A static graph is specialised to one batch size, so the executor pads every call to one size. The
     first call compiles (about 40 s for an SD 1.5 UNet on an H200; docs/performance.md)."""
     import torch
 
-    if not hasattr(pipe.unet, "_orig_mod"):  # not compiled yet by an earlier size group or render
-        pipe.unet = torch.compile(pipe.unet, dynamic=False)
+    family = adapter_for_pipeline(pipe)
+    denoiser = family.denoiser(pipe)
+    if not hasattr(denoiser, "_orig_mod"):  # not compiled yet by an earlier size group or render
+        family.set_denoiser(pipe, torch.compile(denoiser, dynamic=False))
 
 
-def lane_scheduler(cell: Cell, model: ModelInfo) -> Any:
-    """A lane's scheduler with its timesteps set, as retrieve_timesteps sets them, but with all its state
-    on the CPU: its step() then reads sigmas and timesteps without waiting for the GPU (DDIM and PNDM
-    index with the timestep; the others look up their step index with nonzero())."""
+def lane_scheduler(pipe: Any, cell: Cell, model: ModelInfo) -> Any:
+    """A lane's scheduler with its timesteps set as the family's pipeline sets them, but with all its state on
+    the CPU: its step() then reads sigmas and timesteps without waiting for the GPU (DDIM and PNDM index with
+    the timestep; the others look up their step index with nonzero())."""
     scheduler = get_sampler(cell.sampler).make_scheduler(model.scheduler_config)
-    scheduler.set_timesteps(cell.steps, device="cpu")
+    adapter_for_pipeline(pipe).timesteps(pipe, scheduler, cell.steps, cell.width, cell.height)
     return scheduler
-
-
-def step_kwargs(scheduler: Any, generator: Any) -> dict[str, Any]:
-    """The extra arguments the pipeline passes to `scheduler.step`: eta 0 and the lane's generator."""
-    parameters = set(inspect.signature(scheduler.step).parameters)
-    kwargs: dict[str, Any] = {}
-    if "eta" in parameters:
-        kwargs["eta"] = 0.0  # the pipeline's default
-    if "generator" in parameters:
-        kwargs["generator"] = generator
-    return kwargs
 
 
 def auto_lanes(pipe: Any, cells: list[Cell]) -> int:
@@ -151,18 +149,21 @@ class _BatchedRun:
         self.torch = torch
         self.pipe = pipe
         self.model = model
+        self.family = adapter_for_pipeline(pipe)
         self.device = pipe._execution_device
-        self.unet = pipe.unet
-        self.embeds: dict[tuple[str, str, bool], tuple[Any, Any]] = {}
+        self.size = (cells[0].height, cells[0].width)
+        self.embeds: dict[tuple[str, str, bool], tuple[Conditioning, Conditioning | None]] = {}
+        self.fixed: dict[str, Any] | None = None  # the denoiser's inputs that depend only on the size
         self.decode_batch = max(1, decode_batch)
         # Longest lanes first: the batch then drains on short lanes, so the last ticks are not half empty.
         ordered = sorted(cells, key=lambda c: -c.nfe)
         self.waiting: deque[Cell] = deque(ordered)
         self.lanes = batch_size or auto_lanes(pipe, cells)
-        self.max_rows: int | None = None  # lowered if a UNet call runs out of memory
-        self.pad_rows = 2 * self.lanes if pad else None  # every UNet call gets this many rows (one static graph)
+        self.max_rows: int | None = None  # lowered if a denoiser call runs out of memory
+        # every denoiser call gets this many rows (one static graph)
+        self.pad_rows = self.family.rows_per_lane * self.lanes if pad else None
         self._rows_key: tuple[Any, ...] = ()
-        self._rows_embeds: Any = None
+        self._rows_cond: Conditioning | None = None
 
     def run(self) -> Iterator[CellOutput]:
         """Tick until every lane is finished, yielding each cell as soon as it is decoded.
@@ -181,10 +182,10 @@ class _BatchedRun:
             # so a GPU keeps computing while the store encodes and writes PNGs.
             for item in pending:
                 item.wait()  # what a GPU still had to do of the previous tick: counted as this tick's time
-            rows = sum(2 if lane.cfg else 1 for lane in active)
+            rows = sum(lane.rows for lane in active)
             elapsed = time.perf_counter() - start
             for lane in active:
-                lane.seconds += elapsed * (2 if lane.cfg else 1) / rows
+                lane.seconds += elapsed * lane.rows / rows
             for item in pending:
                 yield from self._deliver(item)
             finished = [lane for lane in active if lane.done]
@@ -199,92 +200,86 @@ class _BatchedRun:
 
     def _admit(self, cell: Cell) -> Lane:
         """Start a lane as the pipeline starts a call: scheduler, timesteps, initial noise, step kwargs."""
-        from diffusers.utils.torch_utils import randn_tensor
-
-        torch, pipe = self.torch, self.pipe
-        scheduler = lane_scheduler(cell, self.model)
+        torch, pipe, family = self.torch, self.pipe, self.family
+        scheduler = lane_scheduler(pipe, cell, self.model)
         timesteps = scheduler.timesteps
-        # The pipeline's do_classifier_free_guidance: guidance > 1 and no guidance-embedding UNet.
-        cfg = cell.cfg > 1 and self.unet.config.time_cond_proj_dim is None
-        key = (cell.text, cell.negative, cfg)
+        guided = family.guided(pipe, cell.cfg)
+        key = (cell.text, cell.negative, guided)
         positive, _ = self._embeddings(key)
+        dtype = positive.rows["encoder_hidden_states"].dtype  # the pipelines draw noise in the text's dtype
+        if self.fixed is None:
+            self.fixed = family.size_inputs(pipe, *self.size, dtype, self.device)
         generator = torch.Generator("cpu").manual_seed(cell.seed)
-        shape = (1, self.unet.config.in_channels, cell.height // pipe.vae_scale_factor,
-                 cell.width // pipe.vae_scale_factor)
         # drawn on the CPU, as randn_tensor does for a CPU generator; copied to the device via pinned memory
-        latents = _to_device(randn_tensor(shape, generator=generator, dtype=positive.dtype), self.device)
-        latents = latents * scheduler.init_noise_sigma
-        cond = None
-        if self.unet.config.time_cond_proj_dim is not None:
-            cond = pipe.get_guidance_scale_embedding(
-                torch.tensor([cell.cfg - 1.0]), embedding_dim=self.unet.config.time_cond_proj_dim,
-            ).to(device=self.device, dtype=latents.dtype)
-        # float32 as the UNet's time projection casts them; on the device, so that gathering a tick's
-        # timesteps is one kernel and not a host-to-device copy
-        times = _to_device(timesteps.to(torch.float32), self.device)
-        return Lane(cell, scheduler, timesteps, times, generator, latents, step_kwargs(scheduler, generator), cfg, key,
-                    cond=cond)
+        latents = _to_device(family.initial_latents(pipe, scheduler, cell.width, cell.height, generator, dtype),
+                             self.device)
+        guidance = family.guidance_row(pipe, cell.cfg, dtype)
+        # on the device, so that gathering a tick's timesteps is one kernel and not a host-to-device copy
+        times = _to_device(family.timestep_rows(timesteps, dtype), self.device)
+        return Lane(cell, scheduler, timesteps, times, generator, latents, family.step_kwargs(scheduler, generator),
+                    guided, key, guidance=None if guidance is None else _to_device(guidance, self.device))
 
-    def _embeddings(self, key: tuple[str, str, bool]) -> tuple[Any, Any]:
-        """Text embeddings (positive, negative or None), encoded once per distinct prompt."""
+    def _embeddings(self, key: tuple[str, str, bool]) -> tuple[Conditioning, Conditioning | None]:
+        """The prompt's conditional and (guided) unconditional rows, encoded once per distinct prompt."""
         if key not in self.embeds:
-            text, negative, cfg = key
-            self.embeds[key] = self.pipe.encode_prompt(text, self.device, 1, cfg, negative or None)
+            text, negative, guided = key
+            self.embeds[key] = self.family.encode(self.pipe, text, negative, guided)
         return self.embeds[key]
 
     def _tick(self, active: list[Lane]) -> None:
-        """One shared UNet call for every active lane, then each lane's own scheduler step."""
-        torch = self.torch
-        guided = [lane for lane in active if lane.cfg]
-        inputs = [lane.scheduler.scale_model_input(lane.latents, lane.timesteps[lane.index]) for lane in active]
-        rows = [inputs[i] for i, lane in enumerate(active) if lane.cfg] + inputs  # unconditional rows, then all
+        """One shared denoiser call for every active lane, then each lane's own scheduler step."""
+        torch, family = self.torch, self.family
+        guided = [lane for lane in active if lane.guided]
+        inputs = [family.model_input(lane.scheduler, lane.latents, lane.timesteps[lane.index]) for lane in active]
+        rows = [inputs[i] for i, lane in enumerate(active) if lane.guided] + inputs  # unconditional rows, then all
         row_lanes = guided + active
         sample = torch.cat(rows)
         timestep = torch.stack([lane.times[lane.index] for lane in row_lanes])
-        cond = torch.cat([lane.cond for lane in row_lanes]) if active[0].cond is not None else None
-        noise = self._unet(sample, timestep, self._row_embeddings(guided, active), cond)
+        guidance = torch.cat([lane.guidance for lane in row_lanes]) if active[0].guidance is not None else None
+        noise = self._denoise(sample, timestep, self._row_conditioning(guided, active), guidance)
         uncond_row = {id(lane): i for i, lane in enumerate(guided)}
         uploads = _PinnedUploads() if self.device.type == "cuda" else contextlib.nullcontext()
         with uploads:
             self._step_lanes(active, guided, uncond_row, noise)
 
     def _step_lanes(self, active: list[Lane], guided: list[Lane], uncond_row: dict[int, int], noise: Any) -> None:
-        """Each lane's CFG combine and `scheduler.step` on its slice of the UNet's output."""
+        """Each lane's guidance and `scheduler.step` on its slice of the denoiser's output."""
         for j, lane in enumerate(active):
             noise_pred = noise[len(guided) + j:len(guided) + j + 1]
-            if lane.cfg:
+            if lane.guided:
                 u = uncond_row[id(lane)]
-                noise_uncond = noise[u:u + 1]
-                noise_pred = noise_uncond + lane.cell.cfg * (noise_pred - noise_uncond)
+                noise_pred = self.family.guide(noise[u:u + 1], noise_pred, lane.cell.cfg)
             t = lane.timesteps[lane.index]
             lane.latents = lane.scheduler.step(noise_pred, t, lane.latents, **lane.step_kwargs, return_dict=False)[0]
             lane.index += 1
             lane.nfe += 1  # a CFG pair is one model evaluation, as Sampler.nfe counts it
 
-    def _row_embeddings(self, guided: list[Lane], active: list[Lane]) -> Any:
-        """The encoder states for the rows [unconditional of guided lanes, conditional of all], reused while
+    def _row_conditioning(self, guided: list[Lane], active: list[Lane]) -> Conditioning:
+        """The text conditioning of the rows [unconditional of guided lanes, conditional of all], reused while
         the lanes do not change."""
         key = tuple(lane.prompt_key for lane in guided) + (None,) + tuple(lane.prompt_key for lane in active)
-        if key != self._rows_key:
-            states = [self.embeds[lane.prompt_key][1] for lane in guided]
-            states += [self.embeds[lane.prompt_key][0] for lane in active]
-            self._rows_key, self._rows_embeds = key, self.torch.cat(states)
-        return self._rows_embeds
+        if key != self._rows_key or self._rows_cond is None:
+            rows = [self.embeds[lane.prompt_key][1] for lane in guided] + [self.embeds[lane.prompt_key][0]
+                                                                            for lane in active]
+            self._rows_key, self._rows_cond = key, Conditioning.cat(rows)  # type: ignore[arg-type]
+        return self._rows_cond
 
-    def _unet(self, sample: Any, timestep: Any, states: Any, cond: Any) -> Any:
-        """The UNet on all rows; on running out of GPU memory, in halves, and remember the smaller size."""
+    def _denoise(self, sample: Any, timestep: Any, cond: Conditioning, guidance: Any) -> Any:
+        """The denoiser on all rows, the one place it is called; on running out of GPU memory, in halves, and
+        remember the smaller size. With `pad_rows`, every call is padded to that many rows."""
         torch = self.torch
+        assert self.fixed is not None
         total = sample.shape[0]
         while True:
             size = self.max_rows or self.pad_rows or total
             rows = -(-total // size) * size if self.pad_rows else total  # padded to whole calls of `size` rows
-            sample_, timestep_, states_, cond_ = (_pad(x, rows) for x in (sample, timestep, states, cond))
+            sample_, timestep_, guidance_ = (pad_rows(x, rows) for x in (sample, timestep, guidance))
+            cond_ = cond.pad(rows)
             try:
-                parts = [
-                    self.unet(sample_[i:i + size], timestep_[i:i + size], encoder_hidden_states=states_[i:i + size],
-                              timestep_cond=None if cond_ is None else cond_[i:i + size], return_dict=False)[0]
-                    for i in range(0, rows, size)
-                ]
+                parts = [self.family.denoise(self.pipe, sample_[i:i + size], timestep_[i:i + size],
+                                             cond_.slice(i, i + size),
+                                             None if guidance_ is None else guidance_[i:i + size], self.fixed)
+                         for i in range(0, rows, size)]
                 return (parts[0] if len(parts) == 1 else torch.cat(parts))[:total]
             except torch.cuda.OutOfMemoryError:
                 if size == 1:
@@ -295,13 +290,11 @@ class _BatchedRun:
                 torch.cuda.empty_cache()
 
     def _decode(self, lanes: list[Lane]) -> _Pending:
-        """VAE-decode finished lanes together and start copying the results to host memory."""
+        """Decode finished lanes together and start copying the results to host memory."""
         start = time.perf_counter()
-        pipe = self.pipe
-        latents = self.torch.cat([lane.latents for lane in lanes])
-        vae = pipe.vae
-        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
-        images = pipe.image_processor.postprocess(images, output_type="pt", do_denormalize=[True] * len(lanes))
+        height, width = self.size
+        latents = self.family.to_spatial(self.pipe, self.torch.cat([lane.latents for lane in lanes]), width, height)
+        images = self.family.decode(self.pipe, latents)
         item = _Pending(lanes, _to_host(images), _to_host(latents))
         if images.device.type == "cuda":
             item.event = self.torch.cuda.Event()
@@ -337,15 +330,6 @@ class _PinnedUploads(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _pad(tensor: Any, rows: int) -> Any:
-    """`tensor` with rows of zeros appended up to `rows` (None stays None)."""
-    if tensor is None or tensor.shape[0] == rows:
-        return tensor
-    import torch
-
-    return torch.cat([tensor, tensor.new_zeros((rows - tensor.shape[0], *tensor.shape[1:]))])
-
-
 def _to_device(tensor: Any, device: Any) -> Any:
     """Copy a CPU tensor to `device` through pinned memory, without waiting for the GPU's queued work (a
     copy from pageable memory synchronises with it)."""
@@ -366,28 +350,53 @@ def _to_host(tensor: Any) -> Any:
 
 
 def auto_batch_size(pipe: Any, height: int, width: int) -> int:
-    """Lanes per UNet call: a fixed number on a CPU; on CUDA as many as fit in a share of the free memory,
-    from the measured growth of the UNet's peak memory between batches of 2 and 4 rows."""
+    """Lanes per denoiser call: a fixed number on a CPU; on CUDA as many as fit in a share of the free memory,
+    from the measured growth of the denoiser's peak memory between calls of 2 and 4 rows (made of an empty
+    prompt's real encoder outputs, so every family's input shapes are its own)."""
     import torch
 
     device = pipe._execution_device
     if device.type != "cuda":
         return CPU_LANES
-    unet = getattr(pipe.unet, "_orig_mod", pipe.unet)  # a compiled UNet would compile these two sizes too
-    shape = (unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
-    dim = unet.config.cross_attention_dim
-    peaks = []
-    for rows in (2, 4):
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        with torch.inference_mode():
-            unet(torch.zeros((rows, *shape), device=device, dtype=unet.dtype),
-                 torch.full((rows,), 500.0, device=device),
-                 encoder_hidden_states=torch.zeros((rows, 77, dim), device=device, dtype=unet.dtype), return_dict=False)
-        torch.cuda.synchronize(device)
-        peaks.append(torch.cuda.max_memory_allocated(device) - base)
+    family = adapter_for_pipeline(pipe)
+    compiled = family.denoiser(pipe)
+    family.set_denoiser(pipe, getattr(compiled, "_orig_mod", compiled))  # a compiled one would compile both sizes
+    try:
+        peaks = []
+        for rows in (2, 4):
+            inputs = probe_inputs(pipe, rows, height, width)
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            with torch.inference_mode():
+                family.denoise(pipe, *inputs)
+            torch.cuda.synchronize(device)
+            peaks.append(torch.cuda.max_memory_allocated(device) - base)
+    finally:
+        family.set_denoiser(pipe, compiled)
     per_row = max((peaks[1] - peaks[0]) / 2, 1.0)
     free, _total = torch.cuda.mem_get_info(device)
-    lanes = int(free * MEMORY_SHARE / per_row) // 2  # two rows per lane with CFG
+    lanes = int(free * MEMORY_SHARE / per_row) // family.rows_per_lane  # two rows per lane with CFG
     return max(1, min(lanes, MAX_AUTO_LANES))
+
+
+def probe_inputs(pipe: Any, rows: int, height: int, width: int, cfg: float = 3.5) -> tuple[Any, ...]:
+    """Seeded denoiser inputs for `rows` rows at `height` x `width`: noise, timesteps spread over the schedule,
+    an empty prompt's encoder outputs, guidance rows where the family takes them, the size's fixed inputs; in the
+    order FamilyAdapter.denoise takes them after the pipeline."""
+    import torch
+
+    family = adapter_for_pipeline(pipe)
+    device = pipe._execution_device
+    with torch.inference_mode():
+        cond, _ = family.encode(pipe, "", "", False)
+    dtype = cond.rows["encoder_hidden_states"].dtype
+    generator = torch.Generator("cpu").manual_seed(0)
+    scheduler = pipe.scheduler
+    sample = torch.cat([family.initial_latents(pipe, scheduler, width, height, generator, dtype)
+                        for _ in range(rows)]).to(device)
+    times = family.timestep_rows(torch.linspace(999, 1, rows), dtype).to(device)
+    guidance = family.guidance_row(pipe, cfg, dtype)
+    guidance = None if guidance is None else torch.cat([guidance] * rows).to(device)
+    return (sample, times, Conditioning.cat([cond] * rows), guidance,
+            family.size_inputs(pipe, height, width, dtype, device))

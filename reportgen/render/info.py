@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reportgen.errors import PromptError, ReportgenError, StoreError, printable
+from reportgen.models.configs import TINY_MODELS
 from reportgen.render.metadata import (
     ImageMetadata,
     closest_sampler,
@@ -89,6 +90,8 @@ def _reportgen(meta: ImageMetadata, record: dict[str, Any], report: ImageReport)
     report.lines.append(f"Topic: {cell.topic}, seed index {cell.seed_index}, key {cell.key}")
     report.lines.append(f"Model identity: {environment.get('model', '?')}, executor: {record.get('executor')}, "
                         f"model calls: {record.get('nfe_counted')}")
+    if isinstance(record.get("family_label"), str):  # records from before the model families name none
+        report.lines.append(f"Model family: {record['family_label']}")
     report.lines.append(_pixels_line(meta, record))
     report.lines.append("Reproduce: " + _command(text, record, environment))
 
@@ -119,7 +122,7 @@ def _command(text: str, record: dict[str, Any], environment: dict[str, Any]) -> 
         parts += ["--model", shlex.quote(identity[4:])]  # org/name@<commit>: the revision it was rendered with
     elif isinstance(spec, str):
         parts += ["--model", shlex.quote(spec)]
-        if spec not in ("tiny", "demo") and not Path(spec).is_absolute():
+        if spec not in TINY_MODELS and spec != "demo" and not Path(spec).is_absolute():
             notes.append("a relative model path: run it where render ran")
     else:  # older records: guessing a model would reproduce another image
         parts += ["--model", "MODEL"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reportgen.errors import ReportgenError
+from reportgen.models.families import adapter
 from reportgen.models.loading import load_pipeline, pick_device
 from reportgen.models.sources import ModelInfo, resolve_model
 from reportgen.render.execute import EXECUTORS, VERSION, RenderResult, render
@@ -19,6 +20,7 @@ from reportgen.render.plan import (
     cell_key,
     cell_record,
     check_steps,
+    for_model,
     plan,
     runtime_environment,
     scheduler_config,
@@ -47,7 +49,8 @@ def prepare_render(study_path: Path, *, topics: Iterable[str] = (), samplers: It
     """Validate everything and plan the cells; writes nothing."""
     study = load_study(study_path)
     info = resolve_model(model or study.model, model_config)
-    device, dtype = pick_device(device, dtype)
+    study = for_model(study, info)
+    device, dtype = pick_device(device, dtype, adapter(info.family).half_dtype)
     the_store = Store(store if store is not None else study.root / "store")
     the_plan = plan(study, info, device, dtype, the_store, topics=topics, samplers=samplers, steps=steps)
     return RenderJob(study, info, device, dtype, the_store, the_plan)
@@ -125,9 +128,8 @@ def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Pa
                device: str | None = None, dtype: str | None = None) -> Path:
     """Render one image from a prompt in the guide's syntax to `out`, with its parameters embedded."""
     prompt = parse_prompt(command)
-    prompt = prompt.with_(seed=0 if prompt.seed is None else prompt.seed, steps=prompt.steps or 50,
-                          sampler=get_sampler(prompt.sampler or "k_lms").name)
-    assert prompt.sampler is not None and prompt.steps is not None and prompt.seed is not None
+    if prompt.sampler is not None:
+        get_sampler(prompt.sampler)  # an unknown name is refused before the model is looked for
     if out.suffix.lower() != ".png":
         raise ReportgenError(f"--out must be a .png file, got {out}")
     from reportgen.study.load import MAX_PIXELS
@@ -135,8 +137,11 @@ def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Pa
     if prompt.width * prompt.height > MAX_PIXELS:  # a study can raise this limit (max_pixels); one image cannot
         raise ReportgenError(f"{prompt.width}x{prompt.height} is over the limit of {MAX_PIXELS} pixels per image")
     info = resolve_model(model, model_config)
+    prompt = prompt.with_(seed=0 if prompt.seed is None else prompt.seed, steps=prompt.steps or 50,
+                          sampler=get_sampler(prompt.sampler or adapter(info.family).default_sampler).name)
+    assert prompt.sampler is not None and prompt.steps is not None and prompt.seed is not None
     check_steps(prompt.sampler, prompt.steps, info)  # the 10,000 ceiling, and what the sampler's scheduler accepts
-    device, dtype = pick_device(device, dtype)
+    device, dtype = pick_device(device, dtype, adapter(info.family).half_dtype)
     environment = runtime_environment(info, device, dtype)
     key = cell_key(environment, scheduler_config(prompt.sampler, info.scheduler_config), prompt, prompt.sampler,
                    prompt.steps)

@@ -88,8 +88,8 @@ def parameters_fields(cell: Cell, model: ModelInfo) -> dict[str, str]:
 def model_fields(model: ModelInfo) -> dict[str, str]:
     """What a record keeps to name its model again from anywhere: the spec as given, and for a folder or a
     file its absolute path (and the --model-config folder's), since a relative spec means another folder
-    to a command run elsewhere."""
-    fields = {"model_spec": model.spec}
+    to a command run elsewhere; and its family, by name and as people name it."""
+    fields = {"model_spec": model.spec, "family": model.family, "family_label": model.family_label}
     if model.kind in ("folder", "single-file") and model.path is not None:
         fields["model_path"] = str(model.path.resolve())
     if model.config is not None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from reportgen.models.families import adapter_for_pipeline
 from reportgen.render.plan import Cell
 
 
@@ -24,10 +25,11 @@ class CellOutput:
 
 
 def decode_latents(pipe: Any, latents: Any) -> list[Any]:
-    """Latents to PIL images exactly as the pipeline does it (VAE decode, then postprocess)."""
-    vae = pipe.vae
-    images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
-    return list(pipe.image_processor.postprocess(images, output_type="pil", do_denormalize=[True] * len(images)))
+    """Spatial latents (B, C, h, w) to PIL images exactly as the model family's pipeline decodes them."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    images = adapter_for_pipeline(pipe).decode(pipe, latents)
+    return list(VaeImageProcessor.numpy_to_pil(VaeImageProcessor.pt_to_numpy(images)))
 
 
 

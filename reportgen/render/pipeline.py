@@ -1,5 +1,5 @@
-"""The per-cell executor: one call of the diffusers pipeline per cell, the reference every other executor
-is checked against."""
+"""The per-cell executor: one call of the model family's own diffusers pipeline per cell, the reference every
+other executor is checked against."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from reportgen.models.families import adapter_for_pipeline
 from reportgen.models.sources import ModelInfo
 from reportgen.render.outputs import CellOutput, decode_latents, finish
 from reportgen.render.plan import Cell
@@ -14,11 +15,13 @@ from reportgen.samplers import get_sampler
 
 
 def pipeline_executor(pipe: Any, model: ModelInfo, cells: Iterable[Cell]) -> Iterator[CellOutput]:
-    """Render each cell with one call of the diffusers pipeline (CFG pair in one UNet batch)."""
+    """Render each cell with one call of the pipeline (a CFG pair in one denoiser batch); model calls are counted
+    at the denoiser."""
     import torch
 
+    family = adapter_for_pipeline(pipe)
     calls = [0]
-    hook = pipe.unet.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    hook = family.denoiser(pipe).register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     try:
         for cell in cells:
             pipe.scheduler = get_sampler(cell.sampler).make_scheduler(model.scheduler_config)
@@ -26,10 +29,11 @@ def pipeline_executor(pipe: Any, model: ModelInfo, cells: Iterable[Cell]) -> Ite
             start = time.perf_counter()
             with torch.inference_mode():
                 latents = pipe(
-                    prompt=cell.text, negative_prompt=cell.negative or None, width=cell.width, height=cell.height,
+                    **family.pipeline_kwargs(cell.text, cell.negative), width=cell.width, height=cell.height,
                     num_inference_steps=cell.steps, guidance_scale=cell.cfg,
                     generator=torch.Generator("cpu").manual_seed(cell.seed), output_type="latent",
                 ).images
+                latents = family.to_spatial(pipe, latents, cell.width, cell.height)
                 image = decode_latents(pipe, latents)[0]
             yield finish(cell, image, latents[0], calls[0], time.perf_counter() - start)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reportgen.errors import StudyError
+from reportgen.models.families import adapter, sampler_refusal, samplers_for
 from reportgen.models.sources import ModelInfo
 from reportgen.render.store import Store
 from reportgen.samplers import get_sampler
@@ -62,9 +64,30 @@ class Plan:
 
 
 def runtime_environment(model: ModelInfo, device: str, dtype: str) -> dict[str, str]:
-    """What besides the cell's own parameters changes pixels: model, dtype, device type, library versions."""
-    return {"model": model.identity, "dtype": dtype, "device": device.split(":")[0],
+    """What besides the cell's own parameters changes pixels: model and its family, dtype, device type, library
+    versions. The family is left out for SD 1.x/2.x, whose keys were made before there were others."""
+    family = {} if model.family == "sd" else {"family": model.family}
+    return {"model": model.identity, **family, "dtype": dtype, "device": device.split(":")[0],
             "diffusers": package_version("diffusers"), "torch": package_version("torch")}
+
+
+def check_sampler(sampler: str, model: ModelInfo, what: str = "sampler") -> None:
+    """Raise StudyError, in one line naming the samplers the model takes, unless `model` can be sampled by it."""
+    name = get_sampler(sampler).name
+    reason = sampler_refusal(model.family, name, model.scheduler_config)
+    if reason is not None:
+        takes = ", ".join(samplers_for(model.family, model.scheduler_config))
+        raise StudyError(f"{what} {name} cannot run on {model.label} ({model.family_label}): {reason}; "
+                         f"this model takes {takes}")
+
+
+def for_model(study: Study, model: ModelInfo) -> Study:
+    """The study as it renders on `model`: without a reference_sampler of its own, its family's (Heun for SD
+    models, flow Heun for flow models where the pipeline takes it); a reference the model cannot take refused."""
+    if not study.reference_sampler_set:
+        study = dataclasses.replace(study, reference_sampler=adapter(model.family).reference_sampler)
+    check_sampler(study.reference_sampler, model, "reference_sampler")
+    return study
 
 
 @functools.cache
@@ -129,6 +152,7 @@ def check_steps(sampler: str, steps: int, model: ModelInfo) -> None:
     """Raise StudyError unless `sampler`'s scheduler, built for `model`, can run `steps` steps."""
     if steps > MAX_STEPS:  # before set_timesteps, which allocates per step
         raise StudyError(f"{steps} steps is over the limit of {MAX_STEPS}")
+    check_sampler(sampler, model)
     if steps < model.scheduler_config.get("num_train_timesteps", 1000):
         return  # fewer steps than the model was trained with: every diffusers scheduler takes them
     name = get_sampler(sampler).name
@@ -142,8 +166,10 @@ def _steps_refused(sampler: str, steps: int, base_config: str) -> str | None:
     """Why diffusers' scheduler for `sampler` cannot run `steps` steps, or None; cached across plans and commands."""
     # Built exactly as rendering builds it (batched.lane_scheduler), so a refusal here is one there.
     scheduler = get_sampler(sampler).make_scheduler(json.loads(base_config))
+    # a dynamically shifted flow scheduler needs a `mu`, which depends on the image's size: one in its range here
+    mu = {"mu": 1.0} if scheduler.config.get("use_dynamic_shifting") else {}
     try:
-        scheduler.set_timesteps(steps, device="cpu")
+        scheduler.set_timesteps(steps, device="cpu", **mu)
     except ValueError as exc:
         return " ".join(str(exc).split())
     trained = scheduler.config.num_train_timesteps
@@ -175,6 +201,8 @@ def plan(study: Study, model: ModelInfo, device: str, dtype: str, store: Store, 
             raise StudyError(f"steps must be > 0, got {n}")
 
     environment = runtime_environment(model, device, dtype)
+    for name in sampler_filter or dict.fromkeys(s for topic in study.topics for s in topic.samplers):
+        check_sampler(name, model)  # before its scheduler is built from the model's config
     configs: dict[str, dict[str, Any]] = {}
     cells: list[Cell] = []
     for topic in study.topics:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reportgen.errors import ReportgenError, StudyError
+from reportgen.models.families import adapter
 from reportgen.models.loading import load_pipeline, pick_device
 from reportgen.models.sources import resolve_model
 from reportgen.render.execute import RenderResult, render
@@ -21,7 +22,6 @@ from reportgen.render.timing import make_cell, record_workflow_run
 from reportgen.samplers import get_sampler
 from reportgen.study.load import load_study, topic_seeds
 
-DEFAULT_SAMPLER = "k_lms"  # deterministic, converges: its previews predict its finals (the guide's advice)
 SHEET_COLUMNS = 10
 
 
@@ -73,10 +73,11 @@ def _run(kind: str, study_path: Path, topic: str, seeds: list[int], steps: int, 
          dtype: str | None = None, store: Path | None = None, batch_size: int | None = None) -> WorkflowResult:
     study = load_study(study_path)
     the_topic = study.topic(topic)
-    name = get_sampler(sampler or DEFAULT_SAMPLER).name
     info = resolve_model(model or study.model, model_config)
+    # the family's deterministic default (K_LMS for SD: its previews predict its finals, the guide's advice)
+    name = get_sampler(sampler or adapter(info.family).default_sampler).name
     check_steps(name, steps, info)
-    device, dtype = pick_device(device, dtype)
+    device, dtype = pick_device(device, dtype, adapter(info.family).half_dtype)
     environment = runtime_environment(info, device, dtype)
     the_store = Store(store if store is not None else study.root / "store")
     cells = tuple(make_cell(the_topic, seed, name, steps, info, environment) for seed in seeds)

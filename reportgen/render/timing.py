@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from reportgen.errors import ReportgenError, StudyError
+from reportgen.models.families import adapter
 from reportgen.models.loading import load_pipeline, pick_device
 from reportgen.models.sources import ModelInfo, resolve_model
 from reportgen.render.plan import Cell, cell_key, check_steps, runtime_environment, scheduler_config
@@ -76,7 +77,7 @@ def measure_speed(study_path: Path, *, samplers: Iterable[str] = (), steps: int 
     info = resolve_model(model or study.model, model_config)
     for name in names:
         check_steps(name, steps, info)
-    device, dtype = pick_device(device, dtype)
+    device, dtype = pick_device(device, dtype, adapter(info.family).half_dtype)
     environment = runtime_environment(info, device, dtype)
     pipe = load_pipeline(info, device, dtype)
     run = EXECUTORS["pipeline"]

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from reportgen.errors import SiteError
+from reportgen.models.families import adapter
 from reportgen.models.sources import ModelInfo, resolve_model
-from reportgen.render.plan import Cell, plan
+from reportgen.render.plan import Cell, for_model, plan
 from reportgen.render.store import Store
 from reportgen.samplers import SAMPLERS, get_sampler
 from reportgen.site.convergence import gather_convergence
@@ -71,8 +72,9 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
     """Read the study, its plan and the store into a SiteData; make thumbnails and grids in memory."""
     study = load_study(study_path)
     info = resolve_model(model or study.model, model_config)
+    study = for_model(study, info)  # the reference sampler of the model's family where study.toml names none
     the_store = Store(store if store is not None else study.root / "store")
-    device, dtype = _resolve_device(device, dtype)
+    device, dtype = _resolve_device(device, dtype, adapter(info.family).half_dtype)
     the_plan = plan(study, info, device, dtype, the_store)  # reads only the store: no model, no diffusers
     cells = list(the_plan.cells)
 
@@ -95,7 +97,8 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
     speed = gather_speed(study.root, titles={t.slug: t.title for t in study.topics})
     speedups, speedup_source = _speedups(summary, steps, speed)
     return SiteData(
-        title=study.title, description=study.description, model=info.spec, model_identity=info.identity,
+        title=study.title, description=study.description, model=info.spec, model_family=info.family_label,
+        model_identity=info.identity,
         device=device, dtype=dtype, environment=dict(the_plan.environment),
         reference_sampler=get_sampler(study.reference_sampler).label, topics=topics,
         samplers=tuple(_sampler_view(s, _study_samplers(study)) for s in SAMPLERS), summary=summary, steps=steps,
@@ -143,16 +146,16 @@ def build_site(study_path: Path, out: Path, *, templates: Path | None = None, mo
                        reused=sum(1 for f in files if f.link), seconds=time.perf_counter() - start)
 
 
-def _resolve_device(device: str | None, dtype: str | None) -> tuple[str, str]:
+def _resolve_device(device: str | None, dtype: str | None, half: str) -> tuple[str, str]:
     """(device, dtype) as render picks them; a named CUDA or MPS device needs no GPU here, only its cells' keys."""
     from reportgen.models.loading import pick_device
 
     if device is not None and (device.startswith("cuda") or device == "mps"):
-        dtype = dtype or "float16"
+        dtype = dtype or half
         if dtype not in ("float32", "float16", "bfloat16"):
             raise SiteError(f"unknown dtype {dtype!r} (use float32, float16 or bfloat16)")
         return device, dtype
-    return pick_device(device, dtype)
+    return pick_device(device, dtype, half)
 
 
 def _cell_view(cell: Cell, topic: Topic, info: ModelInfo, device: str, store: Store, previous: Previous | None,

@@ -176,6 +176,7 @@ class SiteData:
     title: str
     description: str
     model: str
+    model_family: str  # as people name it: "FLUX.1 dev"
     model_identity: str
     device: str
     dtype: str

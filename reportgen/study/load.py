@@ -57,7 +57,8 @@ class Settings:
     steps: tuple[int, ...]
     seeds: int
     negative_prompt: str
-    reference_sampler: str
+    reference_sampler: str  # until render.plan.for_model picks the model family's: k_heun where study.toml names none
+    reference_sampler_set: bool  # whether study.toml names it
     max_cells: int
     max_pixels: int
     tables: dict[str, dict[str, Any]]  # [thresholds], [speed]: keys checked here, values in measure/, render/
@@ -152,7 +153,7 @@ def read_settings(root: Path | str) -> Settings:
     return Settings(
         root=root, title=title, description=_string(data, "description", where, default=""), model=model,
         samplers=samplers, steps=steps, seeds=seeds, negative_prompt=negative, reference_sampler=reference,
-        max_cells=max_cells, max_pixels=max_pixels, tables=tables,
+        reference_sampler_set="reference_sampler" in data, max_cells=max_cells, max_pixels=max_pixels, tables=tables,
     )
 
 

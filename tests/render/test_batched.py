@@ -1,4 +1,5 @@
-"""The batched executor against the per-cell pipeline: same images, same model-call counts, shared calls."""
+"""The batched executor against the per-cell pipeline of every model family: same images, same model-call
+counts, shared calls."""
 
 import json
 from pathlib import Path
@@ -9,19 +10,30 @@ from typer.testing import CliRunner
 
 from reportgen.cli import app
 from reportgen.errors import ReportgenError
+from reportgen.models.families import adapter, samplers_for
 from reportgen.models.loading import load_pipeline
 from reportgen.models.sources import resolve_model
 from reportgen.render.execute import EXECUTORS
 from reportgen.render.plan import Cell, plan
 from reportgen.render.store import Store
-from reportgen.samplers import SAMPLERS, get_sampler
+from reportgen.samplers import get_sampler
 from reportgen.study.load import load_study
 
-# Batching changes only the order of float32 sums inside the UNet's kernels (the kernels picked depend on
+# Batching changes only the order of float32 sums inside the denoiser's kernels (the kernels picked depend on
 # the batch size), so latents agree to rounding, grown over a few steps; images to one 8-bit level.
 LATENT_TOLERANCE = 1e-3
 PIXEL_TOLERANCE = 2
-NAMES = [s.name for s in SAMPLERS]
+# One tiny model per family (SD 1.x, SD 2.x v-prediction, SDXL, SD3, FLUX.1 dev and schnell).
+MODELS = ["tiny", "tiny-sd2-v", "tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-flux-schnell"]
+
+
+def model_samplers(spec: str) -> list[str]:
+    """The samplers the model takes, from the registry (every one of them is tested)."""
+    model = resolve_model(spec)
+    return samplers_for(model.family, model.scheduler_config)
+
+
+CASES = [(spec, name) for spec in MODELS for name in model_samplers(spec)]
 
 
 def topic(root: Path, slug: str, prompt: str, samplers: list[str], steps: list[int]) -> None:
@@ -30,22 +42,24 @@ def topic(root: Path, slug: str, prompt: str, samplers: list[str], steps: list[i
         f"---\ntitle: {slug}\nprompt: '{prompt}'\nsamplers: [{names}]\nsteps: {steps}\n---\n")
 
 
-@pytest.fixture(scope="module")
-def outputs(tmp_path_factory: pytest.TempPathFactory):
-    """Every sampler at 2 steps on one prompt, every other one at 3 steps on a second prompt with a negative
-    prompt, one ancestral lane without CFG; rendered by both executors, the batched one 3 lanes at a time."""
-    root = tmp_path_factory.mktemp("batched")
+def render_both(root: Path, spec: str):
+    """Every sampler the model takes at 2 steps on one prompt, every other one at 3 steps on a second prompt with a
+    negative prompt and another CFG, one lane without CFG; rendered by both executors, the batched one 3 lanes at
+    a time."""
+    names = model_samplers(spec)
     (root / "topics").mkdir()
-    (root / "study.toml").write_text(f'title = "t"\nmodel = "tiny"\nsamplers = {NAMES}\nsteps = [2]\n')
-    topic(root, "anime", '"an anime girl" -W32 -H32 -C7.5 -S3031912972', NAMES, [2])
-    topic(root, "food", '"a hamburger [blurry, dark]" -W32 -H32 -C5 -S4053222918', NAMES[1::2], [3])
-    topic(root, "plain", '"grown tiger" -W32 -H32 -C1 -S7', ["k_euler_a"], [3])
-    model = resolve_model("tiny")
+    (root / "study.toml").write_text(f'title = "t"\nmodel = "{spec}"\nsamplers = {names}\nsteps = [2]\n')
+    topic(root, "anime", '"an anime girl" -W32 -H32 -C7.5 -S3031912972', names, [2])
+    topic(root, "food", '"a hamburger [blurry, dark]" -W32 -H32 -C5 -S4053222918', names[1::2], [3])
+    topic(root, "plain", '"grown tiger" -W32 -H32 -C1 -S7', [names[0] if "flow" in names[0] else "k_euler_a"], [3])
+    model = resolve_model(spec)
     pipe = load_pipeline(model)
     cells = plan(load_study(root), model, "cpu", "float32", Store(root / "store")).to_render
     reference = {o.cell.key: o for o in EXECUTORS["pipeline"](pipe, model, cells)}
     rows: list[int] = []
-    hook = pipe.unet.register_forward_pre_hook(lambda _module, args: rows.append(args[0].shape[0]))
+    denoiser = adapter(model.family).denoiser(pipe)
+    hook = denoiser.register_forward_pre_hook(lambda _module, args, kwargs: rows.append(
+        (args[0] if args else kwargs["hidden_states"]).shape[0]), with_kwargs=True)
     try:
         batched = list(EXECUTORS["batched"](pipe, model, cells, batch_size=3))
     finally:
@@ -53,32 +67,55 @@ def outputs(tmp_path_factory: pytest.TempPathFactory):
     return cells, reference, batched, rows
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_batched_images_equal_the_pipeline(outputs, name: str):
-    cells, reference, batched, _ = outputs
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory):
+    """render_both of a model, once per model in this module."""
+    done: dict[str, tuple] = {}
+
+    def get(spec: str) -> tuple:
+        if spec not in done:
+            done[spec] = render_both(tmp_path_factory.mktemp(spec), spec)
+        return done[spec]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def outputs(rendered):
+    """The SD 1.x tiny model's renders."""
+    return rendered("tiny")
+
+
+@pytest.mark.parametrize(("spec", "name"), CASES)
+def test_batched_images_equal_the_pipeline(rendered, spec: str, name: str):
+    cells, reference, batched, _ = rendered(spec)
     mine = [o for o in batched if o.cell.sampler == name]
     assert len(mine) == sum(c.sampler == name for c in cells) >= 1
     for output in mine:
         expected = reference[output.cell.key]
         assert output.error is None and expected.error is None
+        assert output.latents.shape == expected.latents.shape and output.latents.ndim == 3  # (C, h, w)
         assert np.abs(output.latents - expected.latents).max() <= LATENT_TOLERANCE
         pixels = np.abs(np.asarray(output.image, dtype=int) - np.asarray(expected.image, dtype=int))
         assert pixels.max() <= PIXEL_TOLERANCE
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_counted_calls_equal_the_formula(outputs, name: str):
-    _, reference, batched, _ = outputs
+@pytest.mark.parametrize(("spec", "name"), CASES)
+def test_counted_calls_equal_the_formula(rendered, spec: str, name: str):
+    _, reference, batched, _ = rendered(spec)
     for output in (o for o in batched if o.cell.sampler == name):
         assert output.nfe == get_sampler(name).nfe(output.cell.steps) == reference[output.cell.key].nfe
 
 
-def test_lanes_share_unet_calls_within_the_cap(outputs):
-    cells, _, batched, rows = outputs
+@pytest.mark.parametrize("spec", MODELS)
+def test_lanes_share_denoiser_calls_within_the_cap(rendered, spec: str):
+    cells, _, batched, rows = rendered(spec)
+    family = adapter(resolve_model(spec).family)
     assert sorted(o.cell.key for o in batched) == sorted(c.key for c in cells)
-    assert max(rows) <= 2 * 3  # at most 3 lanes, each a CFG pair
+    assert max(rows) <= family.rows_per_lane * 3  # at most 3 lanes, each a CFG pair where the family guides
     assert len(rows) < sum(o.nfe for o in batched) / 2  # calls were shared, and admission kept batches full
-    assert sum(rows) == sum(o.nfe * (1 if o.cell.cfg <= 1 else 2) for o in batched)
+    guided = family.rows_per_lane == 2  # FLUX.1 never takes an unconditional row: a guided step is one row
+    assert sum(rows) == sum(o.nfe * (2 if guided and o.cell.cfg > 1 else 1) for o in batched)
 
 
 def test_render_batched_then_rerun_makes_no_calls(tiny_study: Path):
@@ -101,22 +138,25 @@ def test_unknown_executor_writes_nothing(tiny_study: Path):
     assert not (tiny_study / "store").exists()
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_lane_schedulers_never_read_device_values_on_the_host(name: str):
+@pytest.mark.parametrize(("spec", "name"), [(s, n) for s, n in CASES if s in ("tiny", "tiny-sd3", "tiny-flux")])
+def test_lane_schedulers_never_read_device_values_on_the_host(spec: str, name: str):
     """On CUDA, a scheduler step that reads a device value on the host (`.item()`, `nonzero()`, `if t > 0`)
-    waits for the GPU's queued UNet call. The meta device has no values at all, so a lane whose latents and
+    waits for the GPU's queued denoiser call. The meta device has no values at all, so a lane whose latents and
     model output live there fails on any such read, and on any mix of devices; it must step through."""
     import torch
 
-    from reportgen.render.batched import lane_scheduler, step_kwargs
+    from reportgen.render.batched import lane_scheduler
 
-    model = resolve_model("tiny")
+    model = resolve_model(spec)
+    family = adapter(model.family)
     cell = one_cell(name, 3)
-    scheduler = lane_scheduler(cell, model)
-    kwargs = step_kwargs(scheduler, torch.Generator("cpu").manual_seed(0))
-    latents = torch.zeros((1, 4, 4, 4), device="meta")
+    pipe = load_pipeline(model)
+    scheduler = lane_scheduler(pipe, cell, model)
+    kwargs = family.step_kwargs(scheduler, torch.Generator("cpu").manual_seed(0))
+    shape = family.initial_latents(pipe, scheduler, 32, 32, torch.Generator("cpu"), torch.float32).shape
+    latents = torch.zeros(shape, device="meta")
     for t in scheduler.timesteps:
-        model_output = torch.zeros_like(scheduler.scale_model_input(latents, t))
+        model_output = torch.zeros_like(family.model_input(scheduler, latents, t))
         latents = scheduler.step(model_output, t, latents, **kwargs, return_dict=False)[0]
     assert latents.device.type == "meta" and len(scheduler.timesteps) == cell.nfe  # every call was stepped
 
@@ -136,22 +176,27 @@ def test_lanes_balance_to_the_longest_lane():
     assert balanced_lanes(guide[:1]) == 1
 
 
-def test_compiled_render_pads_every_call_to_one_size(outputs, monkeypatch: pytest.MonkeyPatch):
-    """`--compile` gives the UNet one static shape: every call padded to 2 rows per lane. The compiler itself
-    is replaced by nothing here (compiling on a 2-core CPU takes minutes); the padding is what is tested."""
+@pytest.mark.parametrize(("spec", "rows_per_call"), [("tiny", 6), ("tiny-flux", 3)])
+def test_compiled_render_pads_every_call_to_one_size(rendered, monkeypatch: pytest.MonkeyPatch, spec: str,
+                                                     rows_per_call: int):
+    """`--compile` gives the denoiser one static shape: every call padded to its rows per lane (2 with CFG, 1 for
+    FLUX.1) times the lanes. The compiler itself is replaced by nothing here (compiling on a 2-core CPU takes
+    minutes); the padding of every input (text rows, pooled rows, guidance rows) is what is tested."""
     from reportgen.render import batched
 
-    cells, reference, _, _ = outputs
-    model = resolve_model("tiny")
+    cells, reference, _, _ = rendered(spec)
+    model = resolve_model(spec)
     pipe = load_pipeline(model)
-    monkeypatch.setattr(batched, "compile_unet", lambda pipe: None)
+    monkeypatch.setattr(batched, "compile_denoiser", lambda pipe: None)
     rows: list[int] = []
-    hook = pipe.unet.register_forward_pre_hook(lambda _module, args: rows.append(args[0].shape[0]))
+    hook = adapter(model.family).denoiser(pipe).register_forward_pre_hook(
+        lambda _module, args, kwargs: rows.append((args[0] if args else kwargs["hidden_states"]).shape[0]),
+        with_kwargs=True)
     try:
         padded = list(EXECUTORS["batched"](pipe, model, cells, batch_size=3, compile=True))
     finally:
         hook.remove()
-    assert set(rows) == {6}
+    assert set(rows) == {rows_per_call}
     assert len(padded) == len(cells)
     for output in padded:
         expected = reference[output.cell.key]
