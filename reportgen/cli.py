@@ -307,11 +307,15 @@ def image(
     model_config: ModelConfigOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    executor: Annotated[str, typer.Option("--executor", help="pipeline (diffusers' own call) or batched (a batch "
+                                          "of one lane: on a CPU the bits of the cell in any batched render)")]
+    = "pipeline",
 ) -> None:
     """Render one image from a prompt in the guide's syntax (defaults: -s50, -A k_lms)."""
     from reportgen.render import jobs as workflow
 
-    path = workflow.render_one(prompt, out, model=model, model_config=model_config, device=device, dtype=dtype)
+    path = workflow.render_one(prompt, out, model=model, model_config=model_config, device=device, dtype=dtype,
+                               executor=executor)
     typer.echo(str(path))
 
 

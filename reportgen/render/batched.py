@@ -8,6 +8,14 @@ class. Lanes end at different ticks (steps and calls per step differ), so waitin
 others finish and the batch stays full. Finished lanes are decoded together and streamed out at once, so
 memory stays flat however large the study.
 
+A cell's pixels do not depend on which lanes share its batch: on a CPU every denoiser call has the same
+number of rows (CPU_ROWS_PER_CALL, the last call of a tick padded with zero rows) and every decode the same
+number of images (`decode_batch`, padded likewise), and the CPU kernels compute each row of a call of a
+given size the same way whatever the other rows hold. So a killed and resumed render, or one cell rendered
+again after a repair, gives the same bits as an uninterrupted render (on the same machine and torch
+build, with the same thread count). On CUDA the rows are not padded (unless compiled) and a cell's pixels
+may differ by a level or two with its batch: docs/performance.md.
+
 On CUDA nothing in a tick waits for the GPU, so the host queues the next UNet call while this one
 computes: every scheduler keeps its state on the CPU, and every copy from host to device, the noise
 that ancestral samplers draw from their CPU generators included, goes through pinned memory without
@@ -38,6 +46,10 @@ CPU_LANES = 16  # lanes per call on a CPU: enough to amortise per-call overhead;
 MAX_AUTO_LANES = 256  # cap of the automatic choice on GPUs; a study's own parallelism is usually lower
 MEMORY_SHARE = 0.6  # of the free GPU memory the denoiser's activations may use; the rest is VAE decode and slack
 DECODE_BATCH = 8  # finished lanes decoded per VAE call
+# Rows of every denoiser call on a CPU (a tick's rows are split into calls of this size, the last padded): a
+# fixed size makes each cell's numbers independent of its batch; 8 rows cost per row within a few percent
+# of 32 on the demo model's UNet (docs/performance.md), and waste at most 7 rows a tick.
+CPU_ROWS_PER_CALL = 8
 
 
 @dataclass(eq=False)
@@ -160,8 +172,10 @@ class _BatchedRun:
         self.waiting: deque[Cell] = deque(ordered)
         self.lanes = batch_size or auto_lanes(pipe, cells)
         self.max_rows: int | None = None  # lowered if a denoiser call runs out of memory
-        # every denoiser call gets this many rows (one static graph)
-        self.pad_rows = self.family.rows_per_lane * self.lanes if pad else None
+        # every denoiser call gets this many rows: one static graph when compiled; on a CPU, batch invariance
+        self.pad_rows = (self.family.rows_per_lane * self.lanes if pad
+                         else CPU_ROWS_PER_CALL if self.device.type == "cpu" else None)
+        self.pad_decode = self.device.type == "cpu"  # every decode of decode_batch images, for the same reason
         self._rows_key: tuple[Any, ...] = ()
         self._rows_cond: Conditioning | None = None
 
@@ -294,7 +308,8 @@ class _BatchedRun:
         start = time.perf_counter()
         height, width = self.size
         latents = self.family.to_spatial(self.pipe, self.torch.cat([lane.latents for lane in lanes]), width, height)
-        images = self.family.decode(self.pipe, latents)
+        rows = self.decode_batch if self.pad_decode else len(lanes)
+        images = self.family.decode(self.pipe, pad_rows(latents, rows))[:len(lanes)]
         item = _Pending(lanes, _to_host(images), _to_host(latents))
         if images.device.type == "cuda":
             item.event = self.torch.cuda.Event()

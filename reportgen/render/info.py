@@ -135,8 +135,11 @@ def _command(text: str, record: dict[str, Any], environment: dict[str, Any]) -> 
     if not isinstance(spec, str):
         return " ".join(parts) + " (model unknown: the record does not name it)"
     if record.get("executor") == "batched":
-        notes.append(f"rendered in a batch: alone it comes out within about {BATCHED_LEVELS} levels of 255 of "
-                     "this image, not bit for bit (docs/store.md)")
+        parts.insert(-2, "--executor batched")  # a batch of one lane, before --out
+        if device != "cpu":  # on a CPU every call has the same rows, so one lane gives the batch's bits
+            notes.append(f"rendered in a batch on {device}, where a cell's pixels can depend on its batch: it may "
+                         f"come out a level or two of 255 off (up to {BATCHED_LEVELS} on a CPU before every call "
+                         f"had the same rows; not measured on {device}; docs/store.md)")
     return " ".join(parts) + (f"  # {'; '.join(notes)}" if notes else "")
 
 

@@ -125,8 +125,11 @@ def check_run_options(job: RenderJob, executor: str, compile: bool) -> None:
 
 
 def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Path | None = None,
-               device: str | None = None, dtype: str | None = None) -> Path:
-    """Render one image from a prompt in the guide's syntax to `out`, with its parameters embedded."""
+               device: str | None = None, dtype: str | None = None, executor: str = "pipeline") -> Path:
+    """Render one image from a prompt in the guide's syntax to `out`, with its parameters embedded; `executor`
+    batched renders it as a batch of one lane, which on a CPU gives the bits of any batched render of it."""
+    if executor not in EXECUTORS:
+        raise ReportgenError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
     prompt = parse_prompt(command)
     if prompt.sampler is not None:
         get_sampler(prompt.sampler)  # an unknown name is refused before the model is looked for
@@ -149,9 +152,9 @@ def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Pa
                 text=prompt.text, negative=prompt.negative, width=prompt.width, height=prompt.height,
                 cfg=prompt.cfg, key=key, nfe=get_sampler(prompt.sampler).nfe(prompt.steps))
     pipe = load_pipeline(info, device, dtype)
-    output = next(EXECUTORS["pipeline"](pipe, info, [cell]))
+    output = next(iter(EXECUTORS[executor](pipe, info, [cell])))
     if output.error:
         raise ReportgenError(f"rendering failed: {output.error}")
-    record = {**cell_record(cell), "nfe_counted": output.nfe, "executor": "pipeline", "environment": environment,
+    record = {**cell_record(cell), "nfe_counted": output.nfe, "executor": executor, "environment": environment,
               **model_fields(info), "reportgen": VERSION}
     return atomic_write(out, encode_png(output.image, parameters_text(cell, info), record))

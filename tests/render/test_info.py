@@ -1,4 +1,4 @@
-"""`reportgen info`: its Reproduce line reproduces (batched cells within the stated tolerance, bfloat16 cells
+"""`reportgen info`: its Reproduce line reproduces (batched cells too, bit for bit on a CPU; bfloat16 cells
 with their dtype and device), it reads the web UIs' and ComfyUI's images, it checks the pixels, escapes what
 it prints, and refuses hostile files in one line."""
 
@@ -21,7 +21,6 @@ from PIL import Image, PngImagePlugin
 from typer.testing import CliRunner
 
 from reportgen.cli import app
-from reportgen.render.info import BATCHED_LEVELS
 from reportgen.render.store import Store, encode_png
 
 runner = CliRunner()
@@ -77,16 +76,16 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
     return out
 
 
-def test_a_batched_cells_command_reproduces_it_within_the_stated_tolerance(rendered, tmp_path: Path):
+def test_a_batched_cells_command_reproduces_it_exactly_on_a_cpu(rendered, tmp_path: Path):
     worst = 0
     for image in rendered["batched"]:
         line = reproduce_line(image)
-        assert "--device cpu --dtype float32" in line
-        assert f"within about {BATCHED_LEVELS} levels of 255" in line  # the line states the tolerance
+        assert "--device cpu --dtype float32 --executor batched --out" in line
+        assert "levels of 255" not in line  # on a CPU no tolerance to state: the batch does not change the bits
         again = run_printed(line, tmp_path / "again.png")
         assert record(again)["key"] == record(image)["key"]  # the very same cell
         worst = max(worst, int(np.abs(pixels(again) - pixels(image)).max()))
-    assert worst <= BATCHED_LEVELS
+    assert worst == 0
 
 
 def test_a_bfloat16_cells_command_carries_dtype_and_device(rendered, tmp_path: Path):
@@ -96,10 +95,7 @@ def test_a_bfloat16_cells_command_carries_dtype_and_device(rendered, tmp_path: P
         again = run_printed(line, tmp_path / "again.png")
         assert record(again)["key"] == record(image)["key"]
         difference = np.abs(pixels(again) - pixels(image)).max()
-        if record(image)["executor"] == "pipeline":
-            assert difference == 0 and "#" not in line  # rendered alone: reproduced bit for bit
-        else:
-            assert difference <= BATCHED_LEVELS
+        assert difference == 0 and "#" not in line  # alone or batched: reproduced bit for bit on a CPU
 
 
 def test_a_folder_model_is_named_by_its_absolute_path(tmp_path: Path, monkeypatch):
