@@ -183,7 +183,11 @@ def render(
     typer.echo(f"{len(plan.cells)} cells: {len(plan.cached)} cached, {len(plan.to_render)} to render "
                f"({plan.nfe_to_run} model calls) with {job.model.spec} on {job.device}/{job.dtype}", err=True)
     _echo_notes(job)
+    damaged = dict(job.store.damaged)  # what planning found damaged: those cells are rendered again
+    _echo_unverified(damaged, study)
     if dry_run:
+        for line in _damage_lines(damaged, "to render again"):
+            typer.echo(f"note: {line}", err=True)
         if as_json:
             typer.echo(json.dumps({"cells": len(plan.cells), "rendered": 0, "cached": len(plan.cached),
                                    "to_render": len(plan.to_render), "nfe": 0, "planned_nfe": plan.nfe_to_run}))
@@ -193,6 +197,9 @@ def render(
     typer.echo(f"rendered {result.rendered}, cached {result.cached}, failed {len(result.failed)}, "
                f"{result.nfe} model calls in {result.seconds:.1f}s; grids in {grids[0].parent if grids else '-'}",
                err=True)
+    for line in _damage_lines(damaged, "rendered again", {c.key for c in plan.to_render} -
+                              {c.key for c, _ in result.failed}):
+        typer.echo(line, err=True)
     for cell, why in result.warnings:
         typer.echo(f"warning: {cell.topic} seed {cell.seed} {cell.sampler} {cell.steps} steps: {why}", err=True)
     for cell, why in result.failed:
@@ -249,6 +256,12 @@ def analyze(
                f"{result.thresholds.indicator:g}, converged {result.thresholds.converged:g}", err=True)
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
+    _echo_unverified(job.store.damaged, study)
+    for line in _damage_lines(job.store.damaged, "left out (counted as not rendered); `reportgen render` renders "
+                              "them again"):
+        typer.echo(f"note: {line}", err=True)
+    for line in result.redone:
+        typer.echo(f"note: {line}", err=True)
     if result.cache_problem:
         typer.echo(f"note: the distances were not cached ({result.cache_problem}); they are computed again next "
                    "time", err=True)
@@ -264,6 +277,56 @@ def analyze(
         table.add_row(f["topic"], f["label"], _steps_calls(f, "indicator"), _steps_calls(f, "converged"),
                       exponent if f["exponent"] is not None else f["fit_note"] or "-", f["status"])
     Console(width=160).print(table)
+
+
+def _damage_lines(damaged: dict[str, str], done: str, keys: set[str] | None = None) -> list[str]:
+    """One line per kind of damaged cell (cells stored by an older reportgen are said apart)."""
+    from reportgen.render.store import damage_lines
+
+    return damage_lines({k: v for k, v in damaged.items() if v != "unverified"}, done, keys)
+
+
+def _echo_unverified(damaged: dict[str, str], study: Path) -> None:
+    count = sum(1 for kind in damaged.values() if kind == "unverified")
+    if count:
+        typer.echo(f"note: {count} cell{'s' if count != 1 else ''} stored by an older reportgen name no latents "
+                   f"digest, so their latents are only checked whole and finite; `reportgen verify {study} --repair` "
+                   "renders them again", err=True)
+
+
+@app.command()
+def verify(
+    study: StudyArg,
+    repair: Annotated[bool, typer.Option("--repair", help="Render damaged cells again, compute damaged distances "
+                                         "again, move obstacles into STORE/damaged/, remove killed writers' "
+                                         "temporary files.")] = False,
+    prune: Annotated[bool, typer.Option("--prune", help="Remove orphaned files (cells no plan of this study names; "
+                                        "never on a store shared with other studies).")] = False,
+    model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    store: StoreOpt = None,
+    executor: Annotated[str, typer.Option("--executor", help="How --repair renders: batched or pipeline "
+                                          "(as for render).")] = "batched",
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="As for render.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of counts.")] = False,
+) -> None:
+    """Check every image, latents file, record and cached distance of the study's store (exit 1 if damaged)."""
+    from reportgen.measure.verify import verify_and_repair
+    from reportgen.render import jobs as workflow
+
+    job = workflow.prepare_render(study, model=model, model_config=model_config, device=device, dtype=dtype,
+                                  store=store)
+    if repair:
+        workflow.check_run_options(job, executor, False)
+    report = verify_and_repair(job, repair=repair, prune=prune, executor=executor, batch_size=batch_size)
+    for line in report.lines():
+        typer.echo(line, err=True)
+    if as_json:
+        typer.echo(json.dumps(report.counts()))
+    if not report.clean:
+        raise typer.Exit(1)
 
 
 def _steps_calls(fit: dict[str, Any], what: str) -> str:
@@ -340,6 +403,8 @@ def build(
     typer.echo(f"built {result.pages} pages from {result.stored} of {result.total} cells "
                f"({result.total - result.stored} not rendered yet), reusing {result.reused} files, "
                f"in {result.seconds:.2f}s", err=True)
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
     typer.echo(str(result.index.absolute()))
 
 

@@ -7,6 +7,8 @@ One pydantic model per file kind, checked before any value is used (issue 22):
 | `~/.cache/reportgen/file-hashes.json` | `HashCache` | models/sources.py | a cache: ignored (a note), rewritten |
 | `~/.cache/reportgen/scheduler-configs.json` | `SchedulerConfigCache` | render/plan.py | a cache: as above |
 | `STORE/metrics/ab/<key>.json` | `DistanceFile` | measure/distances.py | a cache: ignored (a note), rewritten |
+| ... each pair in it | `DistanceEntry` | measure/distances.py | computed again |
+| `STORE/site-digests.json` | `SiteDigests` | site/files.py | a cache: ignored (a note), rewritten |
 | `STUDY/speed.json` | `SpeedRecord` | render/timing.py | the user's file: named, exit 2 |
 | `STUDY/workflow.json` | `WorkflowRecord` | render/timing.py | the user's file: named, exit 2 |
 | `MODEL/scheduler/scheduler_config.json` | `SchedulerConfig` | models/sources.py | the user's file: named, exit 2 |
@@ -88,6 +90,13 @@ class HashCache(RootModel[dict[str, Sha256]]):
     model_config = ConfigDict(strict=True)
 
 
+class SiteDigests(RootModel[dict[str, Sha256]]):
+    """STORE/site-digests.json: a name for what a site file shows (`thumb-256:<pixels digest>`, `grid:...`,
+    `plot:<path>`) -> the SHA-256 of the file made for it (site/files.py)."""
+
+    model_config = ConfigDict(strict=True)
+
+
 def _names_a_scheduler(entry: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(entry.get("class"), str):
         raise ValueError("has no scheduler class")
@@ -107,11 +116,28 @@ class SchedulerConfigCache(RootModel[dict[Sha256, SchedulerEntry]]):
 Distance = Annotated[float, Field(ge=0)]  # the latent distance is inf against an all-zero target
 
 
+DigestPair = Annotated[list[Sha256], Field(min_length=2, max_length=2)]  # (the cell's, the target's)
+
+
 class DistanceFile(_Record):
-    """STORE/metrics/ab/<key>.json: the cell's distances to each target key, per metric."""
+    """STORE/metrics/ab/<key>.json: the cell's cached distances to each target key. Each pair is checked on its
+    own (DistanceEntry), so that a damaged pair costs only itself (measure/distances.py)."""
 
     version: StrictInt
-    targets: dict[StrictStr, dict[StrictStr, Distance]]
+    targets: dict[StrictStr, Any]
+
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=True, frozen=True)
+
+
+class DistanceEntry(_Record):
+    """One cached pair: both distances, the digests of the latents and pixels they were computed from, and a
+    checksum over them and the pair's keys (measure/distances.py checks the digests and the checksum)."""
+
+    latent: Distance
+    ssim: Distance
+    latents_sha256: DigestPair
+    pixels_sha256: DigestPair
+    sha256: Sha256
 
     model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=True, frozen=True)
 

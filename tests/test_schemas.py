@@ -198,11 +198,12 @@ def distance_cache(tmp: Path) -> Any:
     return DistanceCache(Store(tmp / "store"))
 
 
-METRICS = {"version": 1, "targets": {"ab" * 32: {"latent": 0.5, "ssim": 0.25}}}
+D = "ab" * 32
+METRICS = {"version": 2, "targets": {"ab" * 32: {"latent": 0.5, "ssim": 0.25, "latents_sha256": [D, D],
+                                                 "pixels_sha256": [D, D], "sha256": D}}}
 
 
-@pytest.mark.parametrize("content", ['{"version": 1, "targets": {"x": 5}}', '{"version": 1, "targets": []}',
-                                     '{"version": 1, "targets": {"x": {"latent": "far"}}}', "[1]", "{"])
+@pytest.mark.parametrize("content", ['{"version": 2, "targets": []}', '{"version": "2", "targets": {}}', "[1]", "{"])
 def test_a_damaged_distances_file_is_ignored_and_noted(content: str, tmp_path: Path, caplog):
     cache = distance_cache(tmp_path)
     path = cache.path("cd" * 32)
@@ -213,6 +214,16 @@ def test_a_damaged_distances_file_is_ignored_and_noted(content: str, tmp_path: P
     assert [r.getMessage().startswith(f"ignored the distances cache {path} (") for r in caplog.records] == [True]
 
 
+@pytest.mark.parametrize("pair", [5, {"latent": "far"}, {**METRICS["targets"][D], "ssim": -1},
+                                  {**METRICS["targets"][D], "latents_sha256": [D]}])
+def test_a_damaged_pair_costs_only_itself(pair: Any, tmp_path: Path) -> None:
+    cache = distance_cache(tmp_path)
+    path = cache.path("cd" * 32)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"version": 2, "targets": {**METRICS["targets"], "x": pair}}))
+    assert cache._read("cd" * 32) == {D: METRICS["targets"][D], "x": {}}  # {}: computed again when asked for
+
+
 @FUZZ
 @given(mutated(METRICS))
 def test_fuzz_distances_cache(document: Any) -> None:
@@ -221,8 +232,8 @@ def test_fuzz_distances_cache(document: Any) -> None:
         path = cache.path("cd" * 32)
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps(document))
-        for values in cache._read("cd" * 32).values():
-            assert all(isinstance(v, float) and v >= 0 for v in values.values())
+        for values in cache._read("cd" * 32).values():  # each pair fits its schema, or is {} (never used)
+            assert values == {} or all(isinstance(values[m], float) and values[m] >= 0 for m in ("latent", "ssim"))
 
 
 # --- a model folder's configs ----------------------------------------------------------------------------------

@@ -139,6 +139,7 @@ class Analysis:
     cached: int  # distances read from the cache
     notes: tuple[str, ...]
     cache_problem: str | None = None  # why the computed distances could not be cached (a read-only store)
+    redone: tuple[str, ...] = ()  # cached distances not used (damaged, or of other files), one line per kind
 
     @property
     def reference_label(self) -> str:
@@ -232,7 +233,7 @@ def analyze(study: Study, store: Store, cells: Iterable[Cell]) -> Analysis:
         summaries.append(summarize(topic, sampler, rows, thresholds, reference))
     return Analysis(reference_sampler=reference, thresholds=thresholds, cells=tuple(metrics),
                     samplers=tuple(summaries), missing=missing, computed=cache.computed, cached=cache.hits,
-                    notes=notes, cache_problem=cache_problem)
+                    notes=notes, cache_problem=cache_problem, redone=cache.redone())
 
 
 def first_staying_under(steps: list[int], distances: list[float], threshold: float) -> int | None:

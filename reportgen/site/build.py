@@ -20,6 +20,8 @@ How to add a section (e.g. convergence metrics, or speed and preview data):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shlex
 import statistics
 import time
@@ -32,10 +34,10 @@ from reportgen.errors import SiteError
 from reportgen.models.families import adapter
 from reportgen.models.sources import ModelInfo, resolve_model
 from reportgen.render.plan import Cell, for_model, plan
-from reportgen.render.store import Store
+from reportgen.render.store import SITE_DIGESTS, Store, damage_lines
 from reportgen.samplers import SAMPLERS, get_sampler
 from reportgen.site.convergence import gather_convergence
-from reportgen.site.files import MANIFEST, THUMB_SIZE, Previous, SiteFile, read_previous, thumbnail, write_site
+from reportgen.site.files import MANIFEST, THUMB_SIZE, Digests, Previous, SiteFile, read_previous, thumbnail, write_site
 from reportgen.site.speed import SpeedSection, gather_speed
 from reportgen.site.views import (
     BATCH_IMAGES,
@@ -64,6 +66,7 @@ class BuildResult:
     total: int
     reused: int
     seconds: float
+    notes: tuple[str, ...] = ()  # what the build found damaged and made again, one line each
 
 
 def gather(study_path: Path, *, model: str | None = None, model_config: Path | None = None,
@@ -77,6 +80,7 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
     device, dtype = _resolve_device(device, dtype, adapter(info.family).half_dtype)
     the_plan = plan(study, info, device, dtype, the_store)  # reads only the store: no model, no diffusers
     cells = list(the_plan.cells)
+    digests = Digests(the_store.root / SITE_DIGESTS)
 
     files: list[SiteFile] = []
     views: dict[str, CellView] = {}
@@ -85,15 +89,25 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
         by_topic.setdefault(cell.topic, []).append(cell)
     for topic in study.topics:
         for cell in by_topic.get(topic.slug, []):
-            views[cell.key] = _cell_view(cell, topic, info, device, the_store, previous, files)
+            views[cell.key] = _cell_view(cell, topic, info, device, the_store, previous, digests, files)
 
-    topics = tuple(_topic_page(study, topic, by_topic.get(topic.slug, []), views, the_store, previous, files)
-                   for topic in study.topics)
+    topics = tuple(_topic_page(study, topic, by_topic.get(topic.slug, []), views, the_store, previous, digests,
+                               files) for topic in study.topics)
     all_views = [v for t in topics for v in t.cells]
     steps = tuple(sorted({v.steps for v in all_views}))
     summary = _summaries(study, all_views, steps)
     stored = [v for v in all_views if v.stored]
-    convergence = gather_convergence(study, the_store, cells, previous, files)
+    convergence = gather_convergence(study, the_store, cells, previous, files, digests)
+    notes = []
+    if previous is not None and previous.problem is not None:
+        notes.append(f"the site's manifest ({MANIFEST}) is damaged: {previous.problem}; every file was made again")
+    notes += damage_lines({k: v for k, v in the_store.damaged.items() if v != "unverified"},
+                          "shown as not rendered; `reportgen render` renders them again")
+    notes += convergence.analysis.redone if convergence is not None else ()
+    problem = digests.save()  # a cache in the store, like the distances: true of the files made, whatever happens next
+    if problem is not None:
+        notes.append(f"the store cannot keep the digests of the site's files ({problem}); the next build makes "
+                     "its thumbnails, grids and plots again")
     speed = gather_speed(study.root, titles={t.slug: t.title for t in study.topics})
     speedups, speedup_source = _speedups(summary, steps, speed)
     return SiteData(
@@ -106,7 +120,7 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
         nfe_counted=sum(v.nfe_counted or 0 for v in stored), seconds=sum(v.seconds or 0.0 for v in stored),
         executors=tuple(sorted({v.executor for v in stored if v.executor})),
         files=tuple(files), convergence=convergence, speed=speed,
-        speedup_source=speedup_source,
+        speedup_source=speedup_source, notes=tuple(notes),
     )
 
 
@@ -143,7 +157,7 @@ def build_site(study_path: Path, out: Path, *, templates: Path | None = None, mo
     files = [*data.files, *assets]
     write_site(out, pages, files, {})
     return BuildResult(out=out, index=out / "index.html", pages=len(pages), stored=data.stored, total=data.total,
-                       reused=sum(1 for f in files if f.link), seconds=time.perf_counter() - start)
+                       reused=sum(1 for f in files if f.link), seconds=time.perf_counter() - start, notes=data.notes)
 
 
 def _resolve_device(device: str | None, dtype: str | None, half: str) -> tuple[str, str]:
@@ -159,7 +173,7 @@ def _resolve_device(device: str | None, dtype: str | None, half: str) -> tuple[s
 
 
 def _cell_view(cell: Cell, topic: Topic, info: ModelInfo, device: str, store: Store, previous: Previous | None,
-               files: list[SiteFile]) -> CellView:
+               digests: Digests, files: list[SiteFile]) -> CellView:
     """The cell's view; adds its full PNG and thumbnail to `files` if it is stored."""
     sampler = get_sampler(cell.sampler)
     command = cell.prompt.with_(sampler=sampler.name).to_command()
@@ -181,25 +195,24 @@ def _cell_view(cell: Cell, topic: Topic, info: ModelInfo, device: str, store: St
     record = stored.record
     full = f"img/full/{cell.key}.png"
     thumb = f"img/thumb/{cell.key}-{THUMB_SIZE}.webp"
-    old_full = previous.reuse(full) if previous is not None else None
-    if old_full is not None and old_full.source is not None \
-            and old_full.source.stat().st_size != stored.image.stat().st_size:
-        old_full = None  # not the store's file: copy it again
+    # The full PNG must be the store's file; the thumbnail what was made from these pixels (site-digests.json).
+    old_full = previous.reuse(full, stored.image_sha256) if previous is not None else None
     files.append(old_full or SiteFile(full, source=stored.image))
-    old_thumb = previous.reuse(thumb) if previous is not None else None
+    made_from = f"thumb-{THUMB_SIZE}:{stored.pixels_sha256}"
+    old_thumb = previous.reuse(thumb, digests.get(made_from)) if previous is not None else None
     size = _thumb_size(cell.width, cell.height)
     if old_thumb is not None:
         files.append(old_thumb)
     else:
         data, size = thumbnail(stored.image)
-        files.append(SiteFile(thumb, data=data))
+        files.append(SiteFile(thumb, data=digests.add(made_from, data)))
     return CellView(**{**asdict(view), "stored": True, "nfe_counted": _int(record.get("nfe_counted")),
                        "seconds": _float(record.get("seconds")), "executor": record.get("executor"),
                        "full": full, "thumb": thumb, "thumb_width": size[0], "thumb_height": size[1]})
 
 
 def _topic_page(study: Study, topic: Topic, cells: list[Cell], views: dict[str, CellView], store: Store,
-                previous: Previous | None, files: list[SiteFile]) -> TopicPage:
+                previous: Previous | None, digests: Digests, files: list[SiteFile]) -> TopicPage:
     """The topic's page data, with one grid per seed (its labelled PNG made or reused)."""
     from reportgen.site.pages import markdown_html, markdown_safe
 
@@ -212,7 +225,7 @@ def _topic_page(study: Study, topic: Topic, cells: list[Cell], views: dict[str, 
                      for name in topic.samplers)
         stored = [views[c.key].stored for c in group]
         grids.append(GridView(id=f"s{seed_index}", seed=seed, seed_index=seed_index, steps=topic.steps, rows=rows,
-                              image=_grid_file(study, topic, group, views, store, previous, files),
+                              image=_grid_file(study, topic, group, views, store, previous, digests, files),
                               stored=sum(stored), total=len(group)))
     all_views = [views[c.key] for c in cells]
     return TopicPage(
@@ -227,14 +240,18 @@ def _topic_page(study: Study, topic: Topic, cells: list[Cell], views: dict[str, 
 
 
 def _grid_file(study: Study, topic: Topic, group: list[Cell], views: dict[str, CellView], store: Store,
-               previous: Previous | None, files: list[SiteFile]) -> str:
-    """The labelled grid's site path, named by what it shows, so an unchanged grid is reused, not redrawn."""
+               previous: Previous | None, digests: Digests, files: list[SiteFile]) -> str:
+    """The labelled grid's site path, named by what it shows, so an unchanged grid is reused, not redrawn; reused
+    only if it is the file made from these cells' pixels (the store's site digests)."""
     from reportgen.render.grid import grid_digest, grid_png
 
     stored = {c.key for c in group if views[c.key].stored}
-    path = f"img/grid/{topic.slug}-{group[0].seed}-{grid_digest(study, group, stored)[:16]}.png"
-    old = previous.reuse(path) if previous is not None else None
-    files.append(old or SiteFile(path, data=grid_png(study, group, store, stored)))
+    shown = grid_digest(study, group, stored)
+    path = f"img/grid/{topic.slug}-{group[0].seed}-{shown[:16]}.png"
+    pixels = [found.pixels_sha256 if (found := store.get(c.key)) and c.key in stored else None for c in group]
+    made_from = "grid:" + hashlib.sha256(json.dumps([shown, pixels]).encode()).hexdigest()
+    old = previous.reuse(path, digests.get(made_from)) if previous is not None else None
+    files.append(old or SiteFile(path, data=digests.add(made_from, grid_png(study, group, store, stored))))
     return path
 
 

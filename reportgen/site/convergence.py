@@ -19,7 +19,7 @@ from reportgen.measure.exports import export_files, fits_records
 from reportgen.measure.findings import Findings, findings
 from reportgen.render.plan import Cell
 from reportgen.render.store import Store
-from reportgen.site.files import Previous, SiteFile
+from reportgen.site.files import Digests, Previous, SiteFile
 from reportgen.study.load import Study
 
 PLOTS_VERSION = 1  # bump when the plots' look changes, so previous builds' SVGs are not reused
@@ -51,7 +51,7 @@ class Convergence:
 
 
 def gather_convergence(study: Study, store: Store, cells: Iterable[Cell], previous: Previous | None,
-                       files: list[SiteFile]) -> Convergence | None:
+                       files: list[SiteFile], digests: Digests | None = None) -> Convergence | None:
     """Measure the stored cells and add plots and exports to `files`; None when no cell is rendered yet."""
     from reportgen.measure.plots import rates_plot, topic_plots
 
@@ -64,19 +64,30 @@ def gather_convergence(study: Study, store: Store, cells: Iterable[Cell], previo
         rows = tuple(analysis.for_topic(slug))
         what = [m for m in analysis.cells if m.topic == slug]
         paths = {axis: _plot_path(f"{slug}-{axis}", analysis, what) for axis in ("steps", "calls")}
-        reused = {axis: previous.reuse(path) if previous is not None else None for axis, path in paths.items()}
+        reused = {axis: _reuse(previous, digests, path) for axis, path in paths.items()}
         if all(reused.values()):
             files.extend(f for f in reused.values() if f is not None)
         else:
             svgs = topic_plots(analysis, slug)
-            files.extend(SiteFile(paths[axis], data=svgs[axis].encode()) for axis in paths)
+            files.extend(SiteFile(paths[axis], data=_made(digests, paths[axis], svgs[axis].encode())) for axis in paths)
         topics[slug] = TopicConvergence(steps_plot=paths["steps"], calls_plot=paths["calls"], rows=rows)
     rates = _plot_path("rates", analysis, [s.fit for s in analysis.samplers])
-    old = previous.reuse(rates) if previous is not None else None
-    files.append(old or SiteFile(rates, data=rates_plot(analysis).encode()))
+    old = _reuse(previous, digests, rates)
+    files.append(old or SiteFile(rates, data=_made(digests, rates, rates_plot(analysis).encode())))
     files.extend(SiteFile(path, data=data) for path, data in export_files(analysis).items())
     return Convergence(analysis=analysis, findings=findings(analysis), topics=topics, rates_plot=rates,
                        fits=tuple(fits_records(analysis)), labels={t.slug: t.title for t in study.topics})
+
+
+def _reuse(previous: Previous | None, digests: Digests | None, path: str) -> SiteFile | None:
+    """The previous build's plot at `path`, if it holds what the store's site digests say it was made with."""
+    if previous is None or digests is None:
+        return None
+    return previous.reuse(path, digests.get(f"plot:{path}"))
+
+
+def _made(digests: Digests | None, path: str, data: bytes) -> bytes:
+    return digests.add(f"plot:{path}", data) if digests is not None else data
 
 
 def _plot_path(name: str, analysis: Analysis, shown: list[Any]) -> str:

@@ -1,17 +1,23 @@
 """The files of a built site: thumbnails, reuse of the previous build, and the write-then-swap of the folder.
 
 A build writes its whole site into a temporary folder beside DIR, then swaps it into place, so a build that
-fails at any point leaves the previous site as it was. Files named by a cell's key never change, so the
-new site hard-links them from the previous one (falling back to a copy) instead of making them again.
+fails at any point leaves the previous site as it was, and the new site holds only the files its pages
+name. A file of the previous site is reused (hard-linked, falling back to a copy) only when it is a plain
+file (no link of any kind) whose SHA-256 is the digest of what it should hold, taken from the store: a
+full PNG must equal the store's file; a thumbnail, grid or plot the digest `site-digests.json` in the store
+recorded when it was made. Anything else is made again. The manifest only marks DIR as a reportgen site;
+one that is damaged (not JSON, not an object, another format) means a full rebuild: nothing is reused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,15 +41,75 @@ class SiteFile:
 
 @dataclass(frozen=True)
 class Previous:
-    """The site already in DIR, if any: its folder and manifest (the plan cache and the files it holds)."""
+    """The site already in DIR, if any: its folder, its manifest, and why the manifest was malformed (then
+    nothing is reused: the build is a full one)."""
 
     root: Path
     manifest: dict[str, Any]
+    problem: str | None = None
 
-    def reuse(self, path: str) -> SiteFile | None:
-        """A link to `path` in the previous site if it is there, else None."""
+    def reuse(self, path: str, sha256: str | None) -> SiteFile | None:
+        """A link to `path` in the previous site if it is a plain file whose digest is `sha256`, else None."""
+        if self.problem is not None or sha256 is None:
+            return None
         source = self.root / path
-        return SiteFile(path, source=source, link=True) if source.is_file() else None
+        try:
+            st = os.lstat(source)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # a link of any kind is never carried on
+                return None
+            if file_sha256(source) != sha256:
+                return None
+        except OSError:
+            return None
+        return SiteFile(path, source=source, link=True)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+class Digests:
+    """What each file the site derives from the store should hold (`STORE/site-digests.json`): a name for what
+    the file shows (a thumbnail of pixels P, a grid of cells K...) -> the SHA-256 of the file made for it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.known: dict[str, str] = _read_digests(path)
+        self.new: dict[str, str] = {}
+
+    def get(self, name: str) -> str | None:
+        """The digest recorded for `name`, if any."""
+        return self.new.get(name) or self.known.get(name)
+
+    def add(self, name: str, data: bytes) -> bytes:
+        """Record the digest of a file just made for `name`; return its bytes."""
+        self.new[name] = hashlib.sha256(data).hexdigest()
+        return data
+
+    def save(self) -> str | None:
+        """Merge the new digests into the file (another build may have written it meanwhile); say why it failed."""
+        if not self.new:
+            return None
+        from reportgen.errors import StoreError
+        from reportgen.render.store import atomic_write
+
+        if not self.path.parent.is_dir():
+            return None  # nothing rendered yet: nothing worth remembering
+        merged = {**_read_digests(self.path), **self.new}
+        try:
+            atomic_write(self.path, json.dumps(merged, sort_keys=True, indent=0).encode())
+        except StoreError as exc:
+            return str(exc)
+        return None
+
+
+def _read_digests(path: Path) -> dict[str, str]:
+    from reportgen.schemas import SiteDigests, load_cache
+
+    body = load_cache(path, SiteDigests, "the site's file digests")
+    return dict(body.root) if body is not None else {}
 
 
 def read_previous(out: Path) -> Previous | None:
@@ -60,10 +126,14 @@ def read_previous(out: Path) -> Previous | None:
         return None
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        manifest = {}  # a damaged manifest only costs a full rebuild
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        manifest = {}
+    except OSError as exc:
+        return Previous(out, {}, f"it cannot be read ({exc.strerror or exc})")
+    except ValueError:
+        return Previous(out, {}, "it is not JSON")  # a damaged manifest only costs a full rebuild
+    if not isinstance(manifest, dict):
+        return Previous(out, {}, "it is not a JSON object")
+    if manifest.get("format") != MANIFEST_FORMAT:
+        return Previous(out, {}, f"its format is {manifest.get('format')!r}, not {MANIFEST_FORMAT}")
     return Previous(out, manifest)
 
 

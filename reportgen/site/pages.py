@@ -1,14 +1,16 @@
 """Render the site's pages through Jinja: the template folders, the filters, and safe commentary.
 
-HTML templates (`*.html`) are autoescaped; Markdown templates (`*.md`) are not, and use the `md_*` filters
-for anything that comes from a study. Every template runs with `StrictUndefined`, so a missing variable is
-an error, never an empty string. Contributors' Markdown becomes HTML through `markdown` and is then
-sanitized with nh3: no script, no event handler, no `javascript:` link, no embedded (possibly remote) image.
+HTML templates (`*.html`) are autoescaped for HTML. Markdown templates (`*.md`) are escaped for Markdown:
+every value a `{{ ... }}` prints goes through `mdsafe.escape` unless it is already Markdown made safe
+(the output of `md_text`, `md_code`, `markdown_safe` or a macro), so a template cannot forget to. Every
+template runs with `StrictUndefined`, so a missing variable is an error, never an empty string.
+Contributors' Markdown becomes HTML through `markdown` and is then sanitized with nh3 (no script, no
+event handler, no `javascript:` link, no embedded, possibly remote, image); for the `.md` pages it is
+parsed by markdown-it-py and written again from the parse tree (site/mdsafe.py).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 from markupsafe import Markup
 
 from reportgen.errors import SiteError
+from reportgen.site import mdsafe
 
 # reportgen/templates: a link to the checkout's templates/ or, in a wheel, a copy
 DEFAULT_TEMPLATES = Path(__file__).parent.parent / "templates"
@@ -26,9 +29,6 @@ _COMMENTARY_TAGS = {
     "h4", "h5", "h6", "hr", "i", "ins", "kbd", "li", "mark", "ol", "p", "pre", "q", "s", "small", "span",
     "strong", "sub", "summary", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul",
 }
-_FENCE = re.compile(r"^\s*(```|~~~)")
-_CODE_SPAN = re.compile(r"(`+)(.+?)\1")
-_BAD_LINK = re.compile(r"\]\(\s*(?:javascript|vbscript|data)\s*:", re.IGNORECASE)
 
 
 def template_dirs(override: Path | None = None) -> list[Path]:
@@ -46,14 +46,26 @@ def environment(dirs: list[Path]) -> Any:
     """A Jinja environment over `dirs`: StrictUndefined, autoescape for HTML, the site's filters."""
     import jinja2
 
+    # .md templates are autoescaped too, so that macros return safe Markup; `_finalize` turns every other value
+    # into Markdown-escaped Markup first, so Jinja's HTML escaping never applies to them.
     env = jinja2.Environment(
         loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(d)) for d in dirs]),
         undefined=jinja2.StrictUndefined,
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "md"), default_for_string=False,
+                                            default=False),
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, bytecode_cache=_bytecode_cache(),
+        finalize=jinja2.pass_context(_finalize_md),
     )
     env.filters.update(FILTERS)
     return env
+
+
+def _finalize_md(context: Any, value: Any) -> Any:
+    """Every value a .md template prints, escaped for Markdown unless it is safe Markdown already."""
+    name = getattr(context, "name", None) or ""
+    if not name.endswith(".md") or hasattr(value, "__html__"):
+        return value
+    return Markup(mdsafe.escape("" if value is None else str(value)))
 
 
 def _bytecode_cache() -> Any:
@@ -117,55 +129,30 @@ def markdown_html(text: str) -> Markup:
 
     html = markdown.markdown(text, extensions=["extra", "sane_lists"], output_format="html")
     clean = nh3.clean(html, tags=_COMMENTARY_TAGS, clean_content_tags={"script", "style"},
-                      url_schemes={"http", "https", "mailto"}, link_rel="noopener noreferrer")
+                      url_schemes=mdsafe.SAFE_SCHEMES, link_rel="noopener noreferrer",
+                      attribute_filter=_link_filter)
     return Markup(clean)
 
 
-def markdown_safe(text: str) -> str:
-    """Contributor Markdown for the site's .md pages: raw HTML shown as text, images as links, bad links cut."""
-    lines = []
-    fenced = False
-    for line in text.splitlines():
-        if _FENCE.match(line):
-            fenced = not fenced
-        elif not fenced:
-            line = _outside_code(line, _neutralize)
-        lines.append(line)
-    return "\n".join(lines)
+def _link_filter(tag: str, attribute: str, value: str) -> str | None:
+    """nh3's attribute filter: a link that some decoding would turn into a script scheme is dropped, as on the
+    .md pages (nh3 checks the scheme as written, and keeps `%6Aavascript:` as a relative link)."""
+    return None if attribute in ("href", "src") and not mdsafe.link_allowed(value) else value
 
 
-def _neutralize(text: str) -> str:
-    text = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
-    text = text.replace("![", "[")
-    return _BAD_LINK.sub("](#", text)
+def markdown_safe(text: str) -> Markup:
+    """Contributor Markdown for the site's .md pages, rebuilt from its parse tree with only safe constructs."""
+    return Markup(mdsafe.commentary(text))
 
 
-def _outside_code(line: str, change: Callable[[str], str]) -> str:
-    """Apply `change` to the parts of a Markdown line that are not inside `code spans`."""
-    parts, last = [], 0
-    for match in _CODE_SPAN.finditer(line):
-        parts.append(change(line[last:match.start()]))
-        parts.append(match.group(0))
-        last = match.end()
-    parts.append(change(line[last:]))
-    return "".join(parts)
+def md_text(value: object) -> Markup:
+    """Plain text for Markdown prose: every HTML and Markdown markup character escaped."""
+    return Markup(mdsafe.escape(str(value)))
 
 
-def md_text(value: object) -> str:
-    """Plain text for Markdown prose: HTML and Markdown's own markup characters escaped."""
-    text = " ".join(str(value).split())
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return re.sub(r"([\\`*_\[\]|#])", r"\\\1", text)
-
-
-def md_code(value: object, table: bool = False) -> str:
+def md_code(value: object, table: bool = False) -> Markup:
     """Text as one Markdown code span (a fence longer than any backtick run inside); `|` escaped in tables."""
-    text = " ".join(str(value).split())
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    span = f"{fence}{pad}{text}{pad}{fence}"
-    return span.replace("|", "\\|") if table else span
+    return Markup(mdsafe.code_span(str(value), table))
 
 
 def seconds(value: float | None, digits: int = 2) -> str:

@@ -70,13 +70,9 @@ def preview_polish(study_root: Path) -> list[dict[str, Any]]:
             final = store.get(cell["key"])
             early = store.get(preview["key"]) if preview else None
             if preview and final and early:
-                import numpy as np
-                from PIL import Image
-
-                with Image.open(final.image) as a, Image.open(early.image) as b:
-                    row["ssim_distance"] = ssim_distance(np.asarray(b.convert("RGB")), np.asarray(a.convert("RGB")))
+                row["ssim_distance"] = ssim_distance(store.read_pixels(early), store.read_pixels(final))
                 row.update(preview_steps=preview["steps"], preview_seconds=preview["seconds"],
-                           latent_distance=latent_distance(np.load(early.latents), np.load(final.latents)))
+                           latent_distance=latent_distance(store.read_latents(early), store.read_latents(final)))
             out.append(row)
     return out
 

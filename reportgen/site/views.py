@@ -198,6 +198,7 @@ class SiteData:
     convergence: Convergence | None = None  # measured convergence (site/convergence.py); None before any render
     speed: SpeedSection | None = None  # STUDY/speed.json and workflow.json (site/speed.py); None before either exists
     speedup_source: str = "store"  # where `speedups` took seconds from: "speed" (speed.json) or "store" (records)
+    notes: tuple[str, ...] = ()  # what the build found damaged and made again, for the command to say
 
 
 

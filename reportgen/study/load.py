@@ -90,7 +90,7 @@ def load_study(root: Path | str) -> Study:
     settings = read_settings(root)
     root = settings.root
     topics_dir = root / "topics"
-    paths = sorted(topics_dir.glob("*.md")) if topics_dir.is_dir() else []
+    paths = sorted(p for p in topics_dir.glob("*.md") if is_topic_page(p.name)) if topics_dir.is_dir() else []
     if not paths:
         raise StudyError(f"no topics/*.md in {root}")
     topics = [parse_topic(p, read_topic_text(p), settings) for p in paths]
@@ -101,6 +101,12 @@ def load_study(root: Path | str) -> Study:
         raise StudyError(f"{root / 'study.toml'}: the study has {cells} cells, over max_cells = "
                          f"{settings.max_cells}; raise it to go on")
     return Study(**vars(settings), topics=tuple(topics))
+
+
+def is_topic_page(name: str) -> bool:
+    """Whether topics/NAME is a topic page: NAME.md, not hidden (`.`, which includes an editor's lock file
+    `.#a.md`, often a dangling link) and no editor's backup or autosave (`~`, `#`)."""
+    return name.endswith(".md") and not name.startswith((".", "#", "~")) and not name.endswith("~")
 
 
 def read_settings(root: Path | str) -> Settings:

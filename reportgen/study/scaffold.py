@@ -8,6 +8,7 @@ from reportgen.errors import ReportgenError, StudyError
 from reportgen.study.load import (
     SLUG,
     Topic,
+    is_topic_page,
     load_study,
     parse_topic,
     read_settings,
@@ -72,7 +73,7 @@ def _page(title: str, command: str, order: int) -> str:
 def _next_order(topics: Path) -> int:
     """One more than the highest `order` among the study's topic pages (readable ones), so the new one is last."""
     orders = [0]
-    for path in sorted(topics.glob("*.md")) if topics.is_dir() else []:
+    for path in sorted(p for p in topics.glob("*.md") if is_topic_page(p.name)) if topics.is_dir() else []:
         try:
             meta, _ = split_front_matter(read_topic_text(path), str(path))
         except ReportgenError:

@@ -68,3 +68,9 @@ def test_info_samplers_and_new_topic_import_no_model_library(rendered: Path) -> 
         code, heavy, err = imported(*args)
         assert code == 0, err
         assert heavy == [], args
+
+
+def test_verify_of_a_clean_store_imports_no_model_library(rendered: Path) -> None:
+    code, heavy, err = imported("verify", rendered, "--device", "cpu")
+    assert code == 0 and " good, 0 damaged, 0 unverified" in err, err
+    assert heavy == []

@@ -161,6 +161,14 @@ def test_disk_trouble_is_one_line_and_the_store_stays_consistent(tmp_path: Path,
     assert len(list(store.cells())) == 4
 
 
+def test_a_failed_first_write_removes_the_store_it_created(tmp_path: Path, capsys, monkeypatch):
+    study = study_with(tmp_path / "study")
+    monkeypatch.setattr(store_module, "open", FailingDisk(0, errno.ENOSPC), raising=False)
+    code, err = cli(capsys, monkeypatch, "render", study, "--executor", "pipeline")
+    assert code == 2 and err.strip().splitlines()[-1].endswith("disk full"), err
+    assert not (study / "store").exists()  # neither its lock nor the empty folders the first write made
+
+
 # --- hostile values -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("prompt, extra, expected", [
@@ -197,10 +205,10 @@ def test_limits_can_be_raised(tmp_path: Path, capsys, monkeypatch):
 
 def test_hostile_slugs_and_image_sizes(tmp_path: Path, capsys, monkeypatch):
     study = study_with(tmp_path / "study")
-    (study / "topics" / "..evil.md").write_text("---\ntitle: E\nprompt: '\"e\" -W32 -H32 -S1'\n---\n")
+    (study / "topics" / "Evil.md").write_text("---\ntitle: E\nprompt: '\"e\" -W32 -H32 -S1'\n---\n")
     code, err = cli(capsys, monkeypatch, "render", study, "--dry-run")
-    assert code == 2 and "bad topic slug '..evil'" in err
-    (study / "topics" / "..evil.md").unlink()
+    assert code == 2 and "bad topic slug 'Evil'" in err
+    (study / "topics" / "Evil.md").unlink()
     code, err = cli(capsys, monkeypatch, "render", study, "--dry-run", "--topic", "../anime")
     assert code == 2 and "no topic '../anime'" in err
     code, err = cli(capsys, monkeypatch, "image", '"a" -W8192 -H8192', "--out", tmp_path / "a.png")

@@ -127,13 +127,16 @@ def test_build_names_a_malformed_workflow_entry(tiny_study: Path, tmp_path: Path
 
 
 def test_only_whole_float32_latents_count(tmp_path: Path):
-    from reportgen.render.store import latents_whole
+    from reportgen.render.store import npy_problem
 
     arrays = {"whole": np.zeros((1, 4, 4, 4), np.float32), "float64": np.zeros((1, 4, 4, 4)),
-              "fortran": np.asfortranarray(np.zeros((4, 3), np.float32))}
+              "fortran": np.asfortranarray(np.zeros((4, 3), np.float32)),
+              "nan": np.full((1, 4, 4, 4), np.nan, np.float32)}
     for name, array in arrays.items():
         np.save(tmp_path / f"{name}.npy", array)
     (tmp_path / "longer.npy").write_bytes((tmp_path / "whole.npy").read_bytes() + b"\0")
-    assert [latents_whole(tmp_path / f"{name}.npy") for name in ("whole", "float64", "fortran", "longer")] == [
-        True, False, False, False]
-    assert not latents_whole(tmp_path / "missing.npy")
+    (tmp_path / "shorter.npy").write_bytes((tmp_path / "whole.npy").read_bytes()[:-1])
+    names = ("whole", "float64", "fortran", "nan", "longer", "shorter")
+    assert [npy_problem((tmp_path / f"{name}.npy").read_bytes()) is None for name in names] == [
+        True, False, False, False, False, False]
+    assert npy_problem(b"not an array") is not None

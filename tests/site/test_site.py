@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import shutil
 import sys
@@ -12,6 +14,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 from conftest import write_study
+from markdown_check import live_parts
+from test_markdown_safety import FAMILIES
 from typer.testing import CliRunner
 
 from reportgen.cli import app, main
@@ -28,7 +32,9 @@ HOSTILE_COMMENTARY = """Plain words, then trouble:
 <a href="javascript:alert('a')" onclick="alert('click')">a link</a>
 [a markdown link](javascript:alert('md'))
 ![remote](https://example.com/tracker.png)
-"""
+
+""" + "\n\n".join(FAMILIES.values())  # the five ways past the .md pages' old pattern fixes (issue 23)
+HOSTILE_DESCRIPTION = "<img src=x onerror=alert('description')> [d](javascript:alert(1)) `` ` <script>x</script>"
 
 
 def run(*args: object):
@@ -55,6 +61,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         root / "study", samplers=["k_euler", "k_heun"], steps=[2, 4],
         topics={"anime": '"an anime girl" -W32 -H32 -C7.5 -S3031912972',
                 "food": '"a hamburger with a bowl of french fries" -W32 -H32 -C7.5 -S4053222918'},
+        extra=f"description = {json.dumps(HOSTILE_DESCRIPTION)}\n",
     )
     (study / "topics" / "hostile.md").write_text(
         "---\ntitle: '<script>alert(\"title\")</script> Hostile'\n"
@@ -160,10 +167,10 @@ def test_markdown_links_resolve_and_nothing_is_remote(site: tuple[Path, Path]) -
     images = 0
     for page in md_pages(out):
         text = page.read_text()
-        for url in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text):
+        for url in re.findall(r"(?<!\\)!\[[^\]]*\]\(([^)\s]+)\)", text):  # an escaped \[ or \] is text, no link
             assert resolves_inside(page, url, out), f"{page}: image {url} does not resolve"
             images += 1
-        for url in re.findall(r"\]\(([^)\s]+)\)", text):
+        for url in re.findall(r"(?<!\\)\]\(([^)\s]+)\)", text):
             if not url.startswith("#") and urlsplit(url).scheme not in ("http", "https"):  # links may leave the site
                 assert resolves_inside(page, url, out), f"{page}: link {url} does not resolve"
     assert images >= 3 * 2 * 2  # every rendered cell's thumbnail, at least
@@ -218,10 +225,23 @@ def test_hostile_prompt_and_commentary_cannot_inject(site: tuple[Path, Path]) ->
     hostile = (out / "topics" / "hostile.html").read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in hostile  # the prompt is shown, escaped
     assert "Plain words, then trouble" in hostile and "a link" in hostile
+    for page in md_pages(out):  # rendered as CommonMark with raw HTML allowed, and by Python-Markdown
+        assert live_parts(page.read_text()) == [], page
+    assert "alert(4)" in (out / "topics" / "hostile.md").read_text()  # the payloads are shown, as text
+
+
+def test_a_model_folder_named_with_markup_is_shown_as_text(site: tuple[Path, Path], tmp_path: Path) -> None:
+    from reportgen.models.sources import DEMO_DIR
+
+    study, _ = site
+    model = tmp_path / "m` <img src=x onerror=alert(6)> ``x"  # the intro page puts the model in a code span
+    shutil.copytree(DEMO_DIR, model, ignore=shutil.ignore_patterns("*.safetensors"))  # a build loads no weights
+    out = tmp_path / "site"
+    result = build(study, out, "--model", model)
+    assert result.exit_code == 0, result.output
     for page in md_pages(out):
-        text = re.sub(r"(`+).+?\1", "`code`", page.read_text())  # a prompt in a code span is shown, never run
-        assert not re.search(r"<[a-z!/?]", text, re.I), f"{page}: raw HTML outside code"
-        assert not re.search(r"\]\(\s*javascript:", text, re.I), f"{page}: javascript: link"
+        assert live_parts(page.read_text()) == [], page
+    assert "onerror=alert(6)" in (out / "index.md").read_text()
 
 
 def test_rebuild_reuses_files_and_keeps_content(site: tuple[Path, Path], tmp_path: Path) -> None:
@@ -237,6 +257,78 @@ def test_rebuild_reuses_files_and_keeps_content(site: tuple[Path, Path], tmp_pat
     # topics, 1 of rates) come from the previous site, not from the store
     assert "built 15 pages from 12 of 16 cells (4 not rendered yet), reusing 35 files" in result.stderr
     assert full.stat().st_ino == inode  # hard-linked from the previous site, not copied again
+
+
+def links_and_inodes(folder: Path) -> tuple[list[str], list[str]]:
+    """The site's symlinks, and its files that share their inode with another name (hard links)."""
+    symlinks = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_symlink()]
+    shared = [p.relative_to(folder).as_posix() for p in folder.rglob("*")
+              if p.is_file() and not p.is_symlink() and p.stat().st_nlink > 1]
+    return symlinks, shared
+
+
+def test_a_rebuild_reuses_only_what_it_verified(site: tuple[Path, Path], tmp_path: Path) -> None:
+    study, out = site
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, symlinks=True)
+    full = sorted((copy / "img" / "full").iterdir())
+    thumbs = sorted((copy / "img" / "thumb").iterdir())
+    grids = sorted((copy / "img" / "grid").iterdir())
+    damaged = bytearray(full[0].read_bytes())  # a flipped byte: the same size as the store's file
+    damaged[len(damaged) // 2] ^= 0xFF
+    full[0].write_bytes(bytes(damaged))
+    for a, b in ((thumbs[0], thumbs[1]), (grids[0], grids[1])):  # swapped: each is another cell's, or topic's
+        data = a.read_bytes()
+        a.write_bytes(b.read_bytes())
+        b.write_bytes(data)
+    full[1].unlink()
+    full[1].symlink_to("/etc/hostname")  # a link planted where the site names a file
+    outside = tmp_path / "outside.webp"
+    outside.write_bytes(thumbs[2].read_bytes())
+    thumbs[2].unlink()
+    os.link(outside, thumbs[2])  # a hard link to a file outside the site, with the right content
+    (copy / "img" / "evil.png").symlink_to("/etc/passwd")
+    (copy / "img" / "full" / "extra.png").write_bytes(b"no page names me")
+    (copy / "evil.html").write_text("<script>alert(1)</script>")
+    result = build(study, copy)
+    assert result.exit_code == 0, result.output
+    assert "note:" not in result.stderr  # the manifest was whole: files were checked one by one
+    assert tree_digest(copy) == tree_digest(out)  # every page, image and export as a clean build made them
+    assert links_and_inodes(copy) == ([], [])
+    # 35 reusable (test_rebuild_reuses_files_and_keeps_content) less the damaged PNG, the link, the hard link and the
+    # two pairs swapped
+    assert "reusing 28 files" in result.stderr
+    assert outside.read_bytes() == thumbs[2].read_bytes() and os.stat(outside).st_nlink == 1
+
+
+OLD_PLAN = {"fingerprint": "x", "device": "cpu", "dtype": "float32", "environment": {}, "cells": []}
+
+
+@pytest.mark.parametrize("manifest, why", [
+    ("{not json", "it is not JSON"),
+    ("[1, 2]", "it is not a JSON object"),
+    ('{"format": 7}', "its format is 7, not 1"),
+    # an older reportgen's plan cache, damaged as the issue found it: the plan is no longer read, so none of
+    # it can crash the build or put one cell's image under another's label
+    (json.dumps({"format": 1, "plan": {**OLD_PLAN, "environment": ["model", "tiny"],
+                                       "cells": [{"steps": "999"}, {"steps": "x", "cfg": "x"}]}}), None),
+])
+def test_a_damaged_manifest_means_a_full_rebuild_and_one_line(site: tuple[Path, Path], tmp_path: Path, manifest: str,
+                                                              why: str | None) -> None:
+    study, out = site
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, symlinks=True)
+    (copy / MANIFEST).write_text(manifest)
+    result = build(study, copy)
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    if why is None:
+        assert notes == [] and "reusing 35 files" in result.stderr
+    else:
+        assert len(notes) == 1 and notes[0] == f"note: the site's manifest ({MANIFEST}) is damaged: {why}; every " \
+            "file was made again", notes
+        assert "reusing 0 files" in result.stderr
+    assert tree_digest(copy) == tree_digest(out)
 
 
 def test_failed_build_leaves_the_previous_site(site: tuple[Path, Path], tmp_path: Path,

@@ -125,3 +125,14 @@ def test_new_topic_refuses_a_page_that_takes_the_study_over_max_cells(tiny_study
     code, _ = run_main(capsys, monkeypatch, "new-topic", tiny_study, "fox", "--title", "Fox",
                        "--prompt", '"x" -W32 -H32 -S1')
     assert code == 0 and len(load_study(tiny_study).topics) == 3
+
+
+def test_hidden_and_editor_files_in_topics_are_ignored(tiny_study: Path):
+    topics = tiny_study / "topics"
+    before = [t.slug for t in load_study(tiny_study).topics]
+    (topics / ".#anime.md").symlink_to("root@host.12345:1700000000")  # emacs's lock file: a dangling link
+    (topics / ".hidden.md").write_text("not a topic page")
+    (topics / "anime.md~").write_text("a backup")
+    (topics / "#anime.md#").write_text("an autosave")
+    (topics / "~$anime.md").write_text("an office lock file")
+    assert [t.slug for t in load_study(tiny_study).topics] == before
