@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from reportgen.errors import RenderError
@@ -20,6 +20,7 @@ from reportgen.render.metadata import model_fields, parameters_text
 from reportgen.render.outputs import BLACK, CellOutput, retry_decode_float32
 from reportgen.render.pipeline import pipeline_executor
 from reportgen.render.plan import Cell, Plan, cell_record
+from reportgen.render.schedule import schedule
 from reportgen.render.store import Store
 
 VERSION = "0.1.0"
@@ -112,7 +113,9 @@ def render(plan: Plan, pipe: Any, model: ModelInfo, store: Store, *, executor: s
             if output.error is not None and half:
                 output.error += " in half precision; try --dtype float32"
             if output.error is None:
-                record = {**cell_record(output.cell), "nfe_counted": output.nfe, "seconds": round(output.seconds, 4),
+                facts = schedule(output.cell.sampler, output.cell.steps, model.scheduler_config)
+                record = {**cell_record(output.cell), "schedule": asdict(facts),
+                          "nfe_counted": output.nfe, "seconds": round(output.seconds, 4),
                           "executor": executor, "environment": plan.environment, **model_fields(model),
                           "reportgen": VERSION, **({"vae_upcast": True} if upcast else {}),
                           **({"compiled": True} if options.get("compile") else {})}

@@ -82,7 +82,8 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
     views: dict[str, CellView] = {}
     by_topic: dict[str, list[Cell]] = {}
     for cell in cells:
-        by_topic.setdefault(cell.topic, []).append(cell)
+        if not cell.reference:  # the reference images are measured against, not shown in the matrices
+            by_topic.setdefault(cell.topic, []).append(cell)
     for topic in study.topics:
         for cell in by_topic.get(topic.slug, []):
             views[cell.key] = _cell_view(cell, topic, info, device, the_store, previous, files)
@@ -93,7 +94,7 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
     steps = tuple(sorted({v.steps for v in all_views}))
     summary = _summaries(study, all_views, steps)
     stored = [v for v in all_views if v.stored]
-    convergence = gather_convergence(study, the_store, cells, previous, files)
+    convergence = gather_convergence(study, the_store, cells, previous, files, info.scheduler_config)
     speed = gather_speed(study.root, titles={t.slug: t.title for t in study.topics})
     speedups, speedup_source = _speedups(summary, steps, speed)
     return SiteData(
