@@ -51,14 +51,14 @@ class Convergence:
 
 
 def gather_convergence(study: Study, store: Store, cells: Iterable[Cell], previous: Previous | None,
-                       files: list[SiteFile]) -> Convergence | None:
+                       files: list[SiteFile], scheduler_config: dict[str, Any] | None = None) -> Convergence | None:
     """Measure the stored cells and add plots and exports to `files`; None when no cell is rendered yet."""
     from reportgen.measure.plots import rates_plot, topic_plots
 
     cells = list(cells)
     if not any(store.image_path(c.key).is_file() for c in cells):  # cheap: analyze verifies what it reads
         return None
-    analysis = analyze(study, store, cells)
+    analysis = analyze(study, store, cells, scheduler_config)
     topics = {}
     for slug in analysis.topics():
         rows = tuple(analysis.for_topic(slug))
