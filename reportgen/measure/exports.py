@@ -9,6 +9,7 @@ from dataclasses import asdict
 from typing import Any
 
 from reportgen.measure.analysis import Analysis, CellMetrics, SeedSummary
+from reportgen.measure.fits import PRE_ASYMPTOTIC
 
 
 def export_files(analysis: Analysis) -> dict[str, bytes]:
@@ -48,6 +49,7 @@ def fits_records(analysis: Analysis) -> list[dict[str, Any]]:
             "fit_steps": list(chosen.steps) if chosen else [],
             "fit_dropped": [{"steps": n, "reason": why} for n, why in chosen.dropped] if chosen else [],
             "fit_floor": _round(chosen.floor) if chosen else None,
+            "fit_range": chosen.describe(PRE_ASYMPTOTIC[analysis.thresholds.metric]) if chosen else "",
             "fit_note": s.fit_note, "metric": analysis.thresholds.metric,
             "indicator_steps": s.indicator_steps, "indicator_nfe": s.indicator_nfe,
             "indicator_seconds": _round(s.indicator_seconds), "converged_steps": s.converged_steps,

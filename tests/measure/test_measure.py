@@ -293,7 +293,7 @@ class _Tables(HTMLParser):
             self.text.append(data)
 
 
-def test_site_pages_show_what_the_exports_hold(rendered: Path, tmp_path: Path):
+def test_site_pages_show_what_the_exports_hold(rendered: Path, analysis: Analysis, tmp_path: Path):
     from reportgen.site.build import build_site
 
     out = tmp_path / "site"
@@ -302,25 +302,36 @@ def test_site_pages_show_what_the_exports_hold(rendered: Path, tmp_path: Path):
     rows = (out / "data" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 1 + 16 and {f["sampler"] for f in fits} == {"k_euler", "ddim", "k_euler_a", "k_heun"}
 
-    topic = _Tables({"convergence-table"})
+    topic = _Tables({"convergence-table", "rate-table", "budget-table", "schedule-table"})
     topic.feed((out / "topics" / "anime.html").read_text())
     index = _Tables({"predicts-table", "rates-table"})
     index.feed((out / "index.html").read_text())
     for f in fits:
         shown = {k: v for (_, sampler, k), v in topic.cells.items() if sampler == f["sampler"]}
-        for field in ("indicator_steps", "indicator_nfe", "converged_steps", "converged_nfe", "expected_exponent"):
+        for field in ("indicator_steps", "indicator_nfe", "converged_steps", "converged_nfe",
+                      "reference_converged_steps", "reference_converged_nfe"):
             assert shown[field] == ("–" if f[field] is None else str(f[field])), (f["sampler"], field)
-        for field, digits in (("exponent", 2), ("exponent_spread", 2), ("residual", 2), ("final_to_reference", 3)):
-            assert shown[field] == ("–" if f[field] is None else f"{f[field]:,.{digits}f}"), (f["sampler"], field)
-        assert shown["status"].startswith(f["status"])
+        assert shown["final_to_reference"] == f"{f['final_to_reference']:,.3f}"
+        assert shown["status"] == f["status"]
         if f["ancestral"]:
-            assert ("predicts-table", f["sampler"], "anime") not in index.cells
-        else:
-            predicted = index.cells[("predicts-table", f["sampler"], "anime")]
-            assert predicted == ("–" if f["indicator_steps"] is None
-                                 else f"{f['indicator_steps']} ({f['indicator_nfe']} calls)")
-            rate = index.cells[("rates-table", f["sampler"], "anime")]
-            assert rate == ("–" if f["exponent"] is None else f"{f['exponent']:.2f} ± {f['exponent_spread']:.2f}")
+            assert ("predicts-table", f["sampler"], "anime") not in index.cells and "exponent" not in shown
+            continue
+        for field in ("exponent", "exponent_spread", "residual"):
+            assert shown[field] == ("–" if f[field] is None else f"{f[field]:,.2f}"), (f["sampler"], field)
+        assert shown["expected_exponent"] == str(f["expected_exponent"])
+        assert shown["fit_steps"] == (f"{f['fit_steps'][0]}–{f['fit_steps'][-1]}" if f["fit_steps"] else "–")
+        for budget in f["budgets"]:
+            d = budget["distance"]
+            assert shown[f"budget-{budget['calls']}"] == ("–" if d is None else f"{d:,.3f}")
+        starts = [(m.steps, m.first_timestep) for m in analysis.cells if m.sampler == f["sampler"]]
+        assert shown["first_timestep"] == (f"{starts[0][1]:,.0f} (every step count)" if len({t for _, t in starts}) == 1
+                                           else ", ".join(f"{t:,.0f} ({n})" for n, t in starts))
+        predicted = index.cells[("predicts-table", f["sampler"], "anime")]
+        assert predicted == ("–" if f["indicator_steps"] is None
+                             else f"{f['indicator_steps']} ({f['indicator_nfe']} calls)")
+        rate = index.cells[("rates-table", f["sampler"], "anime")]
+        assert rate == ("–" if f["exponent"] is None else f"{f['exponent']:.2f} ± {f['exponent_spread']:.2f} "
+                        f"({f['fit_steps'][0]}–{f['fit_steps'][-1]})")
     md = (out / "topics" / "anime.md").read_text()
     assert "## Convergence, measured" in md and "img/plots/anime-steps-" in md
     index_html = (out / "index.html").read_text()
