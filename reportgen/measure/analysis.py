@@ -210,9 +210,9 @@ def analyze(study: Study, store: Store, cells: Iterable[Cell],
             scheduler_config: dict[str, Any] | None = None) -> Analysis:
     """Measure every stored cell of `cells` against its own final and the reference; derive and fit.
 
-    `scheduler_config` is the model's scheduler config: with it, every cell's schedule facts are computed from
-    diffusers' scheduler (cells rendered before they were recorded included); without it they come from the
-    cells' records where those hold them."""
+    Each cell's schedule facts come from its record; `scheduler_config` (the model's scheduler config) lets them be
+    computed from diffusers' scheduler for cells rendered before records held them (which imports diffusers: a
+    store whose records hold them is analysed without it)."""
     thresholds = load_thresholds(study)
     reference = study.reference_sampler
     stored: dict[str, StoredCell] = {}
@@ -235,12 +235,15 @@ def analyze(study: Study, store: Store, cells: Iterable[Cell],
 
     ref_steps = {t.slug: study.reference_steps_for(t) for t in study.topics}
     unreferenced: dict[str, str] = {}  # topic -> why it has no reference image
+    ref_facts: dict[str, Schedule | None] = {}  # topic -> the reference image's schedule
     cache = DistanceCache(store)
     metrics: list[CellMetrics] = []
     try:
         for (topic, seed, sampler), group in series.items():
             final = group[-1]
             ref_cell = _reference_cell(topic, seed, reference, ref_steps.get(topic), series, by_what)
+            if ref_cell is not None and ref_facts.get(topic) is None:
+                ref_facts[topic] = _facts(ref_cell, stored[ref_cell.key].record, scheduler_config)
             if ref_cell is None and topic not in unreferenced:
                 label = get_sampler(reference).label
                 unreferenced[topic] = (f"topic {topic}: the reference ({label} at {ref_steps[topic]} steps) is not "
@@ -285,10 +288,8 @@ def analyze(study: Study, store: Store, cells: Iterable[Cell],
     summaries = []
     for topic, sampler in dict.fromkeys((m.topic, m.sampler) for m in metrics):
         rows = [m for m in metrics if m.topic == topic and m.sampler == sampler]
-        n = used[topic]
-        ref_facts = schedule(reference, n, scheduler_config) if scheduler_config is not None and n else None
         summaries.append(summarize(topic, sampler, rows, thresholds, reference, used[topic],
-                                   separate=ref_steps.get(topic) is not None, reference_facts=ref_facts,
+                                   separate=ref_steps.get(topic) is not None, reference_facts=ref_facts.get(topic),
                                    budgets=budgets))
     return Analysis(reference_sampler=reference, thresholds=thresholds, cells=tuple(metrics),
                     samplers=tuple(summaries), missing=missing, computed=cache.computed, cached=cache.hits,
@@ -308,14 +309,15 @@ def _reference_cell(topic: str, seed: int, reference: str, steps: int | None,
 
 
 def _facts(cell: Cell, record: dict[str, Any], scheduler_config: dict[str, Any] | None) -> Schedule | None:
-    """The cell's schedule facts: computed from the registry for the model's config, else read from its record."""
-    if scheduler_config is not None:
-        return schedule(cell.sampler, cell.steps, scheduler_config)
+    """The cell's schedule facts: from its record (written at render time, by the diffusers version in its key);
+    for a cell rendered before records held them, computed from the registry for the model's scheduler config."""
     kept = record.get("schedule")
-    try:
-        return Schedule(**kept) if isinstance(kept, dict) else None
-    except TypeError:  # a record of another version
-        return None
+    if isinstance(kept, dict):
+        try:
+            return Schedule(**kept)
+        except TypeError:  # a record of another version
+            pass
+    return schedule(cell.sampler, cell.steps, scheduler_config) if scheduler_config is not None else None
 
 
 def first_staying_under(steps: list[int], distances: list[float], threshold: float) -> int | None:

@@ -23,7 +23,7 @@ from reportgen.render.store import Store
 from reportgen.site.files import Previous, SiteFile
 from reportgen.study.load import Study
 
-PLOTS_VERSION = 1  # bump when the plots' look changes, so previous builds' SVGs are not reused
+PLOTS_VERSION = 2  # bump when the plots' look changes, so previous builds' SVGs are not reused
 METRICS_CSV = "data/metrics.csv"
 FITS_JSON = "data/fits.json"
 

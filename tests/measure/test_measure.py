@@ -88,8 +88,16 @@ def test_the_reference_sampler_is_measured_against_the_separate_reference(analys
 
 
 def test_every_cell_carries_its_schedule(rendered: Path, analysis: Analysis):
-    """Each row has its first timestep, last sigma and final denoise, the same from the record and the registry."""
-    from reportgen.render.store import Store
+    """Each row has its first timestep, last sigma and final denoise: from its record, and for a cell rendered before
+    records held them, from the registry with the model's scheduler config."""
+    from dataclasses import replace
+
+    from reportgen.render.store import Store, StoredCell
+
+    class OldRecords(Store):  # the same store, as a render before the schedule was recorded left it
+        def get(self, key: str) -> StoredCell | None:
+            found = super().get(key)
+            return found and replace(found, record={k: v for k, v in found.record.items() if k != "schedule"})
 
     ddim = sorted((m for m in analysis.cells if m.sampler == "ddim"), key=lambda m: m.steps)
     assert [m.first_timestep for m in ddim] == [(n - 1) * (1000 // n) + 1 for n in STEPS] == [501, 751, 876, 931]
@@ -100,8 +108,10 @@ def test_every_cell_carries_its_schedule(rendered: Path, analysis: Analysis):
     records = {c.key: c.record for c in Store(rendered / "store").cells()}
     assert all(records[m.key]["schedule"]["first_timestep"] == m.first_timestep for m in analysis.cells)
     job = workflow.prepare_render(rendered)
-    from_records = analyze(job.study, job.store, job.plan.cells)  # no scheduler config: the records' facts
-    assert from_records.cells == analysis.cells
+    old = OldRecords(job.store.root)
+    assert analyze(job.study, old, job.plan.cells, job.model.scheduler_config).cells == analysis.cells
+    unknown = analyze(job.study, old, job.plan.cells)  # neither a record nor the model's config: unknown
+    assert all(m.first_timestep is None and m.final_denoise is None for m in unknown.cells)
 
 
 def test_ancestral_sampler_is_flagged_not_given_a_converged_step(analysis: Analysis):
