@@ -128,6 +128,7 @@ class SamplerSummary:
     expected_note: str = ""  # where practice differs from the order's expectation, and why
     differences: tuple[str, ...] = ()  # how its schedule differs from the reference's: causes of a different limit
     budgets: tuple[tuple[int, float | None], ...] = ()  # (model calls, mean over seeds of the distance there)
+    final_schedule: Schedule | None = None  # its schedule at its highest step count
 
     @property
     def converges(self) -> bool:
@@ -439,7 +440,7 @@ def summarize(topic: str, sampler: str, rows: list[CellMetrics], thresholds: Thr
         reference_indicator_nfe=info.nfe(ref_indicator) if ref_indicator else None,
         reference_converged_nfe=info.nfe(ref_converged) if ref_converged else None,
         limit_seeds=flagged, fit_range=chosen, expected_note=expected_note(info.order, info.ancestral, rows),
-        differences=differences, budgets=_mean_budgets(per_seed, budgets),
+        differences=differences, budgets=_mean_budgets(per_seed, budgets), final_schedule=_schedule_of(rows),
     )
 
 
@@ -458,9 +459,13 @@ def schedule_differences(rows: list[CellMetrics], reference: Schedule | None) ->
                    f"reference's {reference.last_sigma:.3g}: its final jump to sigma 0 is longer")
     starts = dict.fromkeys((m.steps, m.first_timestep) for m in rows if m.first_timestep is not None)
     if reference is not None and any(t < reference.first_timestep - 0.5 for _, t in starts):
-        listed = ", ".join(f"{t:g} at {n}" for n, t in starts)
-        out.append(f"it starts at a timestep that depends on the steps ({listed}; the reference at "
-                   f"{reference.first_timestep:g}): leading spacing")
+        if len({t for _, t in starts}) > 1:
+            listed = ", ".join(f"{t:g} at {n}" for n, t in starts)
+            out.append(f"it starts at a timestep that depends on the steps ({listed}; the reference at "
+                       f"{reference.first_timestep:g}): leading spacing")
+        else:
+            out.append(f"it starts at timestep {next(iter(starts))[1]:g}, the reference at "
+                       f"{reference.first_timestep:g}")
     problems = dict.fromkeys(m.steps for m in rows if m.step_problem)
     if problems:
         first = next(m for m in rows if m.step_problem)
@@ -494,6 +499,13 @@ def expected_note(order: int, ancestral: bool, rows: list[CellMetrics]) -> str:
 def reference_points(rows: Iterable[CellMetrics], metric: str) -> list[tuple[int, float | None, int]]:
     """(steps, distance to the reference, seed) of each cell, the points `fit_rate` fits."""
     return [(m.steps, m.distance(metric, "reference"), m.seed) for m in rows]
+
+
+def _schedule_of(rows: list[CellMetrics]) -> Schedule | None:
+    final = max(rows, key=lambda m: m.steps)
+    if final.first_timestep is None or final.final_denoise is None:
+        return None
+    return Schedule(final.first_timestep, final.last_sigma, final.final_denoise, final.step_problem)
 
 
 def _worst(values: list[int | None]) -> int | None:

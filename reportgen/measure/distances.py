@@ -20,6 +20,8 @@ METRICS_VERSION = 1  # bump when a distance's definition changes: old cached val
 
 
 METRICS = ("latent", "ssim")
+# About how far apart two unrelated images are on each metric: the scale every distance is read against.
+UNRELATED = {"latent": 2**0.5, "ssim": 1.0}
 
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from statistics import median_low
 
 from reportgen.measure.analysis import Analysis, SamplerSummary, SeedSummary
+from reportgen.measure.distances import UNRELATED
+from reportgen.measure.fits import PRE_ASYMPTOTIC
 from reportgen.samplers import get_sampler
 
 CANDIDATES, KEPT = 100, 3  # the guide's worked example: 100 candidates, 3 kept and polished
@@ -75,6 +77,7 @@ class AtBudget:
     closest: str | None  # the closest in a majority of seeds, or None
     agree: int
     seeds: int
+    far: bool = False  # every sampler is still pre-asymptotic there (above PRE_ASYMPTOTIC): no comparison worth a claim
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,8 @@ def findings(analysis: Analysis) -> Findings:
     budgets = tuple(b for topic in topics for calls in analysis.budgets
                     if (b := at_budget(analysis, topic, calls)) is not None)
     statements = [*_seeds(seeds), *_soonest(soonest, labels, len(topics)),
-                  *_budgets(budgets, labels, topics), *_never(analysis, names), *_limits(analysis, names),
+                  *_budgets(budgets, labels, topics, PRE_ASYMPTOTIC[analysis.thresholds.metric]),
+                  *_never(analysis, names), *_limits(analysis, names),
                   *_topic_order(analysis, topics)]
     predicts = tuple((first, tuple(by.get((t, name)) for t in topics))
                      for name in names
@@ -185,9 +189,10 @@ def at_budget(analysis: Analysis, topic: str, calls: int) -> AtBudget | None:
             best = min(here, key=lambda name: here[name])
             wins[best] = wins.get(best, 0) + 1
     need = len(seed_list) // 2 + 1
-    closest = next((name for name, n in wins.items() if n >= need), None)
+    far = min(d for _, d in distances) > PRE_ASYMPTOTIC[analysis.thresholds.metric]
+    closest = None if far else next((name for name, n in wins.items() if n >= need), None)
     return AtBudget(topic=topic, calls=calls, distances=tuple(distances), closest=closest,
-                    agree=wins.get(closest, 0) if closest else 0, seeds=len(seed_list))
+                    agree=wins.get(closest, 0) if closest else 0, seeds=len(seed_list), far=far)
 
 
 def workflows(analysis: Analysis, topics: tuple[str, ...]) -> list[Workflow]:
@@ -286,7 +291,8 @@ def _where(a: Soonest) -> str:
     return f"{a.topic}: {' / '.join(dict.fromkeys(parts))}"
 
 
-def _budgets(rows: tuple[AtBudget, ...], labels: dict[str, str], topics: tuple[str, ...]) -> list[Finding]:
+def _budgets(rows: tuple[AtBudget, ...], labels: dict[str, str], topics: tuple[str, ...],
+             level: float) -> list[Finding]:
     """Which sampler is closest to the reference at each budget of model calls, in a majority of seeds."""
     if not rows:
         return []
@@ -295,11 +301,13 @@ def _budgets(rows: tuple[AtBudget, ...], labels: dict[str, str], topics: tuple[s
         mine = [b for b in rows if b.calls == calls]
         winners: dict[str, list[str]] = {}
         for b in mine:
-            winners.setdefault(labels[b.closest] if b.closest else "", []).append(b.topic)
+            winners.setdefault(labels[b.closest] if b.closest else ("-far" if b.far else ""), []).append(b.topic)
         parts = [f"{name} in {_of(len(where), len(topics))}" for name, where in
-                 sorted(winners.items(), key=lambda kv: -len(kv[1])) if name]
+                 sorted(winners.items(), key=lambda kv: -len(kv[1])) if not name.startswith("-") and name]
         if "" in winners:
             parts.append(f"no sampler in a majority of seeds in {', '.join(winners[''])}")
+        if "-far" in winners:
+            parts.append(f"none yet within {level:g} of it in {_of(len(winners['-far']), len(topics))}")
         clauses.append(f"at {calls} calls {', '.join(parts)}")
     seeds = min(b.seeds for b in rows)
     return [Finding("budget", "Closest to the reference for a fixed budget of model calls (the distance at that "
@@ -343,6 +351,20 @@ def _limits(analysis: Analysis, names: list[str]) -> list[Finding]:
         causes = list(dict.fromkeys(d for s in rows for d in s.differences))
         why = (f" Its schedule differs from the reference's: {'; '.join(causes)}." if causes else
                " No difference between its schedule and the reference's explains it.")
+        # A sampler with the same schedule in the same topic shows how much the schedule alone accounts for.
+        for s in rows:
+            peers = [p for p in analysis.for_topic(s.topic) if p.sampler != s.sampler and not p.ancestral
+                     and not p.limit_differs and p.final_schedule is not None and p.final_schedule == s.final_schedule
+                     and p.final_to_reference is not None]
+            if peers and s.differences and s.final_to_reference is not None:
+                peer = min(peers, key=lambda p: p.final_to_reference or 0.0)
+                why += (f" In {s.topic}, {peer.label}, with the same schedule, ends {peer.final_to_reference:.3g} from "
+                        f"the reference: the schedule accounts for about that much of the {s.final_to_reference:.3g}.")
+        unrelated = UNRELATED[analysis.thresholds.metric]
+        wild = [s.topic for s in rows if (s.final_to_reference or 0) > unrelated]
+        if wild:  # farther than unrelated images: not a nearby limit but another picture, or a diverged run
+            why += (f" In {', '.join(wild)} it is farther from the reference than two unrelated images are "
+                    f"({unrelated:.2g}): it drew another picture there, or diverged.")
         out.append(Finding(
             "different_limit", f"{rows[0].label}'s final image stays away from the reference ({gaps}; threshold "
                                f"{analysis.thresholds.limit:g}), farther than its own last change: it approaches a "

@@ -18,7 +18,8 @@ MIN_FIT_POINTS = 3
 PRE_ASYMPTOTIC = {"latent": 0.5, "ssim": 0.35}
 FLOOR_FACTOR = 3.0  # a point within this factor of the floor is on it: at least a third of its distance is floor
 FLAT_SLOPE = -0.5  # a series whose last local slope is above this (flatter) has reached its floor,
-BEND = 0.7  # as has one whose last local slope is less than this fraction of its earlier ones' median
+BEND = 0.7  # as has one whose last local slope is less than this fraction of its earlier ones' median (given
+# at least two earlier ones: with three step counts a steep pre-asymptotic first slope is no baseline)
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,8 @@ def choose_range(measured: Iterable[tuple[int, float | None, int]], level: float
 
     Left out, in this order: step counts at or above `below` (the reference's own), those without a distance
     above 0, every step count up to the last one whose distance is above `level` (pre-asymptotic), and, when
-    the series has flattened (its last local slope is above FLAT_SLOPE, or less than BEND times the median of
-    the earlier ones), the tail from the first step count within FLOOR_FACTOR of the floor on."""
+    the series has flattened (its last local slope is above FLAT_SLOPE, or, with at least two earlier ones,
+    less than BEND times their median), the tail from the first step count within FLOOR_FACTOR of the floor on."""
     by_steps: dict[int, list[float]] = {}
     dropped: list[tuple[int, str]] = []
     for n, d, _ in measured:
@@ -102,7 +103,7 @@ def choose_range(measured: Iterable[tuple[int, float | None, int]], level: float
     series = series[last_high + 1:]
     floor = None
     slopes = [math.log(d2 / d1) / math.log(n2 / n1) for (n1, d1), (n2, d2) in pairwise(series)]
-    if slopes and (slopes[-1] > FLAT_SLOPE or (len(slopes) >= 2 and slopes[-1] > BEND * median(slopes[:-1]))):
+    if slopes and (slopes[-1] > FLAT_SLOPE or (len(slopes) >= 3 and slopes[-1] > BEND * median(slopes[:-1]))):
         floor = min(d for _, d in series)
         first = next(i for i, (_, d) in enumerate(series) if d <= FLOOR_FACTOR * floor)
         dropped += [(n, "floor") for n, _ in series[first:]]

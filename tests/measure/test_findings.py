@@ -10,26 +10,37 @@ import pytest
 
 from reportgen.measure.analysis import Analysis, CellMetrics, Thresholds, at_budget, summarize
 from reportgen.measure.findings import findings
+from reportgen.render.schedule import Schedule
 from reportgen.samplers import get_sampler
 
 Series = dict[int, list[tuple[float, float]]]  # steps -> per seed: (distance to own final, to the reference)
 STEPS = (10, 20, 40)
 
 
-def synthetic(series: dict[tuple[str, str], Series], reference_steps: int = 160) -> Analysis:
-    """An Analysis made by the module's own summarize() from given distances (latent metric, k_heun reference)."""
+K_SAMPLER = Schedule(999.0, 0.0292, True, "")  # the reference's schedule, and every K-sampler's
+LEADING = Schedule(976.0, 0.0292, False, "")  # DDIM's and PLMS's at 40 steps: leading spacing, no final denoise
+
+
+def synthetic(series: dict[tuple[str, str], Series], reference_steps: int = 160,
+              schedules: dict[str, Schedule] | None = None) -> Analysis:
+    """An Analysis made by the module's own summarize() from given distances (latent metric, k_heun reference),
+    with each sampler's schedule from `schedules` (at every step count)."""
     thresholds = Thresholds()
     cells = []
     for (topic, sampler), by_steps in series.items():
+        facts = (schedules or {}).get(sampler)
         for n, per_seed in sorted(by_steps.items()):
             for seed, (own, ref) in enumerate(per_seed):
                 previous = by_steps.get(max((m for m in by_steps if m < n), default=0))
                 cells.append(CellMetrics(topic, seed, sampler, n, get_sampler(sampler).nfe(n), 1.0,
                                          f"{topic}-{sampler}-{n}-{seed}", own, own, ref, ref,
-                                         abs(previous[seed][0] - own) if previous else None, None))
+                                         abs(previous[seed][0] - own) if previous else None, None,
+                                         *((facts.first_timestep, facts.last_sigma, facts.final_denoise,
+                                            facts.step_problem) if facts else ())))
     budgets = tuple(sorted({n for by_steps in series.values() for n in by_steps}))
     summaries = tuple(summarize(t, s, [m for m in cells if (m.topic, m.sampler) == (t, s)], thresholds, "k_heun",
-                                reference_steps, budgets=budgets) for t, s in series)
+                                reference_steps, reference_facts=K_SAMPLER if schedules else None, budgets=budgets)
+                      for t, s in series)
     topics = tuple(dict.fromkeys(t for t, _ in series))
     return Analysis("k_heun", thresholds, tuple(cells), summaries, 0, 0, 0, (),
                     reference_steps=tuple((t, reference_steps) for t in topics), budgets=budgets)
@@ -139,3 +150,30 @@ def test_the_reference_sampler_is_never_fitted_against_itself():
     assert separate.fit is not None and separate.fit.steps == (10, 20, 40, 80)
     assert separate.fit_range is not None and separate.fit_range.dropped == ((160, "reference"),)
     assert separate.fit.exponent == pytest.approx(-2.0)
+
+
+def test_a_different_limit_names_its_schedule_and_what_a_peer_with_the_same_schedule_shows():
+    """PLMS ends 1.1 from the reference, DDIM (the same leading schedule, no final denoise) 0.03: the finding names the
+    schedule's differences and says they account for about DDIM's 0.03, not for PLMS's 1.1."""
+    plms = converging(20)
+    plms[40] = [(0.0, 1.1)] * 3
+    analysis = synthetic({("a", "plms"): plms, ("a", "ddim"): converging(20, gap=0.03),
+                          ("a", "k_euler"): converging(20)},
+                         schedules={"plms": LEADING, "ddim": LEADING, "k_euler": K_SAMPLER})
+    text = next(f.text for f in findings(analysis).findings if f.kind == "different_limit")
+    assert "it ends at sigma 0.0292 without a final denoise" in text
+    assert "it starts at timestep 976, the reference at 999" in text  # the same start at every count here
+    assert "depends on the steps" not in text
+    assert text.endswith("In a, DDIM, with the same schedule, ends 0.03 from the reference: the schedule accounts for "
+                         "about that much of the 1.1.")
+    assert next(s for s in analysis.samplers if s.sampler == "k_euler").differences == ()
+
+
+def test_a_budget_where_every_sampler_is_still_far_names_no_winner():
+    far = {10: [(1.0, 0.9)] * 3, 20: [(0.1, 0.05)] * 3, 40: [(0.0, 0.01)] * 3}
+    farther = {10: [(1.0, 1.2)] * 3, 20: [(0.2, 0.1)] * 3, 40: [(0.0, 0.02)] * 3}
+    facts = findings(synthetic({("a", "ddim"): far, ("a", "k_euler"): farther}))
+    at10 = next(b for b in facts.budgets if b.calls == 10)
+    assert at10.far and at10.closest is None
+    line = next(s for s in facts.statements if s.startswith("Closest to the reference"))
+    assert "at 10 calls none yet within 0.5 of it in 1 of 1 topic; at 20 calls DDIM in 1 of 1 topic" in line
