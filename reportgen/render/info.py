@@ -9,9 +9,8 @@ For a ComfyUI PNG: its KSampler nodes' settings. Every line is escaped for the t
 
 from __future__ import annotations
 
-import dataclasses
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +74,7 @@ def describe_image(path: Path) -> ImageReport:
 def _reportgen(meta: ImageMetadata, record: dict[str, Any], report: ImageReport) -> None:
     image = meta.path
     fields = Cell.__dataclass_fields__
-    missing = [name for name, f in fields.items() if name not in record and f.default is dataclasses.MISSING]
+    missing = [name for name, f in fields.items() if name not in record and f.default is MISSING]
     if missing:  # a field with a default (`reference`) came later: older records lack it
         report.problem = (f"{image}: reportgen's record is incomplete (no {', '.join(missing)}), so the command "
                           "that reproduces it is unknown")
