@@ -288,7 +288,8 @@ def _soonest(answers: tuple[Soonest, ...], labels: dict[str, str], topics: int) 
 def _where(a: Soonest) -> str:
     """'landscape: 20 steps, 20 calls' (a tie: each sampler's steps and calls)."""
     parts = [f"{n} steps, {c} calls" for n, c in zip(a.steps, a.calls, strict=True)]
-    return f"{a.topic}: {' / '.join(dict.fromkeys(parts))}"
+    some = f", {a.agree} of {a.seeds} seeds" if a.agree < a.seeds else ""  # the tables' counts hold in every seed
+    return f"{a.topic}: {' / '.join(dict.fromkeys(parts))}{some}"
 
 
 def _budgets(rows: tuple[AtBudget, ...], labels: dict[str, str], topics: tuple[str, ...],
