@@ -35,14 +35,24 @@ class Schedule:
 
 
 def schedule(sampler: str, steps: int, base_config: dict[str, Any]) -> Schedule:
-    """The schedule facts of `sampler` at `steps` for a model's scheduler config; cached per config."""
+    """The schedule facts of `sampler` at `steps` for a model's scheduler config, from the registry alone (for
+    cells rendered before records held them); cached per config. Exact where the pipeline calls
+    `set_timesteps(steps)` (every SD family); a dynamically shifted flow scheduler gets the `mu` of planning's
+    check (plan._steps_refused), not the image's, and FLUX.1's own sigmas are not passed: render records the
+    lane's exact facts (`read_schedule`)."""
     return _schedule(get_sampler(sampler).name, steps, json.dumps(base_config, sort_keys=True, default=str))
 
 
 @functools.lru_cache(maxsize=4096)
 def _schedule(sampler: str, steps: int, base_config: str) -> Schedule:
     scheduler = get_sampler(sampler).make_scheduler(json.loads(base_config))  # as rendering builds it
-    scheduler.set_timesteps(steps, device="cpu")
+    mu = {"mu": 1.0} if scheduler.config.get("use_dynamic_shifting") else {}
+    scheduler.set_timesteps(steps, device="cpu", **mu)
+    return read_schedule(scheduler, steps)
+
+
+def read_schedule(scheduler: Any, steps: int) -> Schedule:
+    """The facts of a diffusers scheduler whose timesteps are set for `steps` steps."""
     timesteps = [float(t) for t in scheduler.timesteps]
     trained = int(scheduler.config.num_train_timesteps)
     sigmas = getattr(scheduler, "sigmas", None)
