@@ -318,7 +318,9 @@ def _facts(cell: Cell, record: dict[str, Any], scheduler_config: dict[str, Any] 
             return Schedule(**kept)
         except TypeError:  # a record of another version
             pass
-    return schedule(cell.sampler, cell.steps, scheduler_config) if scheduler_config is not None else None
+    if scheduler_config is None or get_sampler(cell.sampler).flow:  # a flow pipeline's timesteps depend on its
+        return None  # image size and sigmas, which the registry does not know: such a cell's facts stay unknown
+    return schedule(cell.sampler, cell.steps, scheduler_config)
 
 
 def first_staying_under(steps: list[int], distances: list[float], threshold: float) -> int | None:

@@ -37,9 +37,9 @@ class Schedule:
 def schedule(sampler: str, steps: int, base_config: dict[str, Any]) -> Schedule:
     """The schedule facts of `sampler` at `steps` for a model's scheduler config, from the registry alone (for
     cells rendered before records held them); cached per config. Exact where the pipeline calls
-    `set_timesteps(steps)` (every SD family); a dynamically shifted flow scheduler gets the `mu` of planning's
-    check (plan._steps_refused), not the image's, and FLUX.1's own sigmas are not passed: render records the
-    lane's exact facts (`read_schedule`)."""
+    `set_timesteps(steps)`, as every SD family's does; not for the flow families, whose pipelines pass a `mu`
+    from the image's size (FLUX.1 its own sigmas too), so the analysis does not ask it for flow samplers.
+    render records every lane's exact facts (`read_schedule` of the lane's scheduler)."""
     return _schedule(get_sampler(sampler).name, steps, json.dumps(base_config, sort_keys=True, default=str))
 
 

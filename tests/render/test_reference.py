@@ -120,3 +120,28 @@ def test_schedule_facts_match_diffusers_formulas():
     trailing = schedule("ddim_trailing", 80, SD1_SCHEDULER)
     assert trailing.first_timestep == 999 and trailing.step_problem.startswith("step() moves 1000 // 80 = 12 timesteps")
     assert not schedule("ddim_trailing", 50, SD1_SCHEDULER).step_problem
+
+
+def test_a_flux_cell_records_the_schedule_its_lane_ran(tmp_path: Path):
+    """FLUX.1's pipeline passes its own sigmas and a shift from the image's size: the record holds the lane's facts
+    (last sigma 0.345 at 4 steps on tiny FLUX.1 at 32x32), and the registry, which knows neither, is not asked."""
+    from reportgen.measure.analysis import analyze
+    from reportgen.models.loading import load_pipeline
+    from reportgen.render import jobs
+    from reportgen.render.batched import lane_scheduler
+    from reportgen.render.schedule import read_schedule
+
+    root = write_study(tmp_path / "flux", samplers=["flow_euler"], steps=[4], topics={"a": '"a red fox" -W32 -H32 -S1'},
+                       model="tiny-flux")
+    job = jobs.prepare_render(root)
+    result, _ = jobs.run_render(job)
+    assert result.rendered == 1 and not result.failed
+    (cell,) = job.plan.cells
+    stored = job.store.get(cell.key)
+    assert stored is not None
+    lane = read_schedule(lane_scheduler(load_pipeline(job.model), cell, job.model), 4)
+    assert stored.record["schedule"] == {"first_timestep": lane.first_timestep, "last_sigma": lane.last_sigma,
+                                         "final_denoise": True, "step_problem": ""}
+    assert lane.last_sigma == pytest.approx(0.345, abs=0.001)
+    (row,) = analyze(job.study, job.store, job.plan.cells, job.model.scheduler_config).cells
+    assert row.last_sigma == lane.last_sigma
