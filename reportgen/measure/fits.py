@@ -118,7 +118,8 @@ def fit_rate(measured: Iterable[tuple[int, float | None, int]], level: float = P
     measured = list(measured)
     chosen = choose_range(measured, level, below)
     if len(chosen.steps) < MIN_FIT_POINTS:
-        return None, chosen, (f"too few points: {len(chosen.steps)} step counts in the fit range, need "
+        left = len(chosen.steps)
+        return None, chosen, (f"too few points: {left} step count{'' if left == 1 else 's'} in the fit range, need "
                               f"{MIN_FIT_POINTS}; range {chosen.describe(level)}")
     kept = set(chosen.steps)
     points = [(n, d, seed) for n, d, seed in measured if n in kept and d is not None and d > 0 and math.isfinite(d)]
