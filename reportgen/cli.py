@@ -250,7 +250,7 @@ def analyze(
 
     job = workflow.prepare_render(study, model=model, model_config=model_config, device=device, dtype=dtype,
                                   store=store)
-    result = measure(job.study, job.store, job.plan.cells)
+    result = measure(job.study, job.store, job.plan.cells, job.model.scheduler_config)
     typer.echo(f"{len(result.cells)} cells measured ({result.missing} not rendered), {result.computed} distances "
                f"computed, {result.cached} cached; thresholds on {result.thresholds.metric} distance: indicator "
                f"{result.thresholds.indicator:g}, converged {result.thresholds.converged:g}", err=True)
@@ -270,11 +270,13 @@ def analyze(
         typer.echo(json.dumps({"cells": len(result.cells), "missing": result.missing, "computed": result.computed,
                                "cached": result.cached, "fits": fits}))
         return
-    table = Table("topic", "sampler", "indicator: steps (calls)", "converged: steps (calls)", "exponent (expected)",
-                  "status")
+    table = Table("topic", "sampler", "indicator: steps (calls)", "converged: steps (calls)",
+                  "to the reference: steps (calls)", "exponent (expected), fit range", "status")
     for f in fits:
-        exponent = "-" if f["exponent"] is None else f"{f['exponent']:.2f} ({f['expected_exponent']})"
+        exponent = "-" if f["exponent"] is None else \
+            f"{f['exponent']:.2f} ({f['expected_exponent']}), {f['fit_steps'][0]}-{f['fit_steps'][-1]} steps"
         table.add_row(f["topic"], f["label"], _steps_calls(f, "indicator"), _steps_calls(f, "converged"),
+                      _steps_calls(f, "reference_converged"),
                       exponent if f["exponent"] is not None else f["fit_note"] or "-", f["status"])
     Console(width=160).print(table)
 

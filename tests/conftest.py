@@ -20,12 +20,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_study(root: Path, *, samplers: list[str], steps: list[int], topics: dict[str, str], seeds: int = 1,
-                extra: str = "", model: str = "tiny") -> Path:
-    """Write a study folder with one topic file per `topics` entry (slug -> prompt command)."""
+                extra: str = "", model: str = "tiny", reference_steps: int | None = 0) -> Path:
+    """Write a study folder with one topic file per `topics` entry (slug -> prompt command).
+
+    `reference_steps = 0` by default: no separate reference images, so a study's cells are its matrix; None
+    leaves the setting out (the study default: the reference rendered at 4x the highest step count)."""
     (root / "topics").mkdir(parents=True, exist_ok=True)
     names = ", ".join(f'"{s}"' for s in samplers)
+    reference = "" if reference_steps is None else f"reference_steps = {reference_steps}\n"
     (root / "study.toml").write_text(
-        f'title = "Test study"\nmodel = "{model}"\nsamplers = [{names}]\nsteps = {steps}\nseeds = {seeds}\n{extra}'
+        f'title = "Test study"\nmodel = "{model}"\nsamplers = [{names}]\nsteps = {steps}\nseeds = {seeds}\n'
+        f"{reference}{extra}"
     )
     for order, (slug, prompt) in enumerate(topics.items()):
         (root / "topics" / f"{slug}.md").write_text(

@@ -22,6 +22,8 @@ from reportgen.render.store import Store, StoredCell, atomic_write
 METRICS_VERSION = 2
 
 METRICS = ("latent", "ssim")
+# About how far apart two unrelated images are on each metric: the scale every distance is read against.
+UNRELATED = {"latent": 2**0.5, "ssim": 1.0}
 
 
 def latent_distance(latents: np.ndarray, target: np.ndarray) -> float:

@@ -72,7 +72,12 @@ def _topic_figure(analysis: Analysis, topic: str, axis: str) -> str:
             for ax, target in ((own, "final"), (ref, "reference")):
                 x, y = _mean_series(rows, metric, target, axis)
                 if len(x):
-                    ax.plot(x, y, label=summary.label, **style)
+                    line, = ax.plot(x, y, label=summary.label, **style)
+                    fit = summary.fit
+                    if target == "reference" and fit is not None and axis == "steps":  # the fit, over its range
+                        n = np.asarray(fit.steps, dtype=float)
+                        ax.plot(n, fit.coefficient * n**fit.exponent, color=line.get_color(), linestyle=":",
+                                linewidth=2.5, alpha=0.6)
         t = analysis.thresholds
         own.axhline(t.indicator, color="grey", linestyle=":", linewidth=1)
         own.axhline(t.converged, color="grey", linestyle="--", linewidth=1)
@@ -82,7 +87,9 @@ def _topic_figure(analysis: Analysis, topic: str, axis: str) -> str:
         label = "steps" if axis == "steps" else "model calls"
         name = "1 − SSIM" if metric == "ssim" else "relative latent RMS distance"
         own.set_title("to the sampler's own highest-step image")
-        ref.set_title(f"to the reference ({analysis.reference_label}, most steps)")
+        steps_of = dict(analysis.reference_steps).get(topic)
+        ref.set_title(f"to the reference ({analysis.reference_label} at {steps_of} steps)" if steps_of else
+                      f"to the reference ({analysis.reference_label}, most steps)")
         steps = sorted({m.steps for m in analysis.cells if m.topic == topic})
         for ax in (own, ref):
             ax.set_xscale("log")

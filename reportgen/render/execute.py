@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from reportgen.errors import RenderError
@@ -20,6 +20,7 @@ from reportgen.render.metadata import model_fields, parameters_text
 from reportgen.render.outputs import BLACK, CellOutput, retry_decode_float32
 from reportgen.render.pipeline import pipeline_executor
 from reportgen.render.plan import Cell, Plan, cell_record
+from reportgen.render.schedule import Schedule, read_schedule
 from reportgen.render.store import Store
 
 VERSION = "0.1.0"
@@ -92,6 +93,16 @@ class _StoreWriter:
             self.pool.shutdown(wait=True)  # even on an error: writes already started finish whole
 
 
+def _schedule(pipe: Any, cell: Cell, model: ModelInfo, known: dict[tuple[str, int, int, int], Schedule]) -> Schedule:
+    """The cell's schedule facts, from a scheduler set up exactly as its lane's (render/batched.lane_scheduler)."""
+    what = (cell.sampler, cell.steps, cell.width, cell.height)
+    if what not in known:
+        from reportgen.render.batched import lane_scheduler
+
+        known[what] = read_schedule(lane_scheduler(pipe, cell, model), cell.steps)
+    return known[what]
+
+
 def render(plan: Plan, pipe: Any, model: ModelInfo, store: Store, *, executor: str = "pipeline",
            on_cell: Callable[[CellOutput], None] | None = None, **options: Any) -> RenderResult:
     """Render the plan's uncached cells with `executor` (given `options`), storing each as soon as it is finished."""
@@ -100,6 +111,7 @@ def render(plan: Plan, pipe: Any, model: ModelInfo, store: Store, *, executor: s
     result = RenderResult(cells=len(plan.cells), cached=len(plan.cached))
     start = time.perf_counter()
     half = str(getattr(pipe.vae, "dtype", "")).endswith(("float16", "bfloat16"))
+    schedules: dict[tuple[str, int, int, int], Schedule] = {}
     with _StoreWriter(store, result, on_cell) as writer:
         for output in EXECUTORS[executor](pipe, model, plan.to_render, **options):
             result.nfe += output.nfe
@@ -112,7 +124,9 @@ def render(plan: Plan, pipe: Any, model: ModelInfo, store: Store, *, executor: s
             if output.error is not None and half:
                 output.error += " in half precision; try --dtype float32"
             if output.error is None:
-                record = {**cell_record(output.cell), "nfe_counted": output.nfe, "seconds": round(output.seconds, 4),
+                facts = _schedule(pipe, output.cell, model, schedules)
+                record = {**cell_record(output.cell), "schedule": asdict(facts),
+                          "nfe_counted": output.nfe, "seconds": round(output.seconds, 4),
                           "executor": executor, "environment": plan.environment, **model_fields(model),
                           "reportgen": VERSION, **({"vae_upcast": True} if upcast else {}),
                           **({"compiled": True} if options.get("compile") else {})}

@@ -10,7 +10,7 @@ For a ComfyUI PNG: its KSampler nodes' settings. Every line is escaped for the t
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +73,14 @@ def describe_image(path: Path) -> ImageReport:
 
 def _reportgen(meta: ImageMetadata, record: dict[str, Any], report: ImageReport) -> None:
     image = meta.path
-    missing = [name for name in Cell.__dataclass_fields__ if name not in record]
-    if missing:
+    fields = Cell.__dataclass_fields__
+    missing = [name for name, f in fields.items() if name not in record and f.default is MISSING]
+    if missing:  # a field with a default (`reference`) came later: older records lack it
         report.problem = (f"{image}: reportgen's record is incomplete (no {', '.join(missing)}), so the command "
                           "that reproduces it is unknown")
         return
     try:
-        cell = Cell(**{name: record[name] for name in Cell.__dataclass_fields__})
+        cell = Cell(**{name: record[name] for name in fields if name in record})
         text = cell.prompt.to_command()
         parse_prompt(text)  # the command printed must be one `reportgen image` accepts
         get_sampler(cell.sampler)

@@ -111,7 +111,7 @@ def run_render(job: RenderJob, executor: str = "batched",
             result = render(job.plan, pipe, job.model, job.store, executor=executor, on_cell=on_cell, **options)
         failed = {cell.key for cell, _ in result.failed}
         stored = {c.key for c in job.plan.cached} | {c.key for c in job.plan.to_render if c.key not in failed}
-        grids = write_grids(job.study, job.plan.cells, job.store, job.study.root / "grids", stored)
+        grids = write_grids(job.study, job.plan.matrix, job.store, job.study.root / "grids", stored)
     return result, grids
 
 

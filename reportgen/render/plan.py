@@ -18,7 +18,7 @@ from reportgen.models.families import adapter, sampler_refusal, samplers_for
 from reportgen.models.sources import ModelInfo
 from reportgen.render.store import Store
 from reportgen.samplers import get_sampler
-from reportgen.study.load import MAX_STEPS, Study
+from reportgen.study.load import MAX_STEPS, REFERENCE_FACTOR, Study, Topic
 from reportgen.study.prompt import Prompt
 
 KEY_VERSION = 1
@@ -40,6 +40,7 @@ class Cell:
     cfg: float
     key: str
     nfe: int
+    reference: bool = False  # the topic and seed's reference image (reference_steps), outside the matrix
 
     @property
     def prompt(self) -> Prompt:
@@ -56,6 +57,11 @@ class Plan:
     cached: tuple[Cell, ...]
     to_render: tuple[Cell, ...]
     environment: dict[str, str]
+
+    @property
+    def matrix(self) -> tuple[Cell, ...]:
+        """The cells of the topics' matrices: every cell but the separate reference images."""
+        return tuple(c for c in self.cells if not c.reference)
 
     @property
     def nfe_to_run(self) -> int:
@@ -223,13 +229,47 @@ def plan(study: Study, model: ModelInfo, device: str, dtype: str, store: Store, 
                         cfg=prompt.cfg, key=cell_key(environment, config, prompt, name, n),
                         nfe=get_sampler(name).nfe(n),
                     ))
+            cells.extend(_reference_cell(study, topic, seed_index, seed, prompt, environment, model, configs,
+                                         sampler_filter, steps_filter))
     if not cells:
         raise StudyError("no cells match the --topic/--sampler/--steps filters")
-    for name, n in dict.fromkeys((c.sampler, c.steps) for c in cells):
+    for name, n in dict.fromkeys((c.sampler, c.steps) for c in cells if not c.reference):
         check_steps(name, n, model)
+    for topic in study.topics:
+        if any(c.reference and c.topic == topic.slug for c in cells):
+            _check_reference_steps(study, topic, model)
     cached = tuple(c for c in cells if store.has(c.key))
     cached_keys = {c.key for c in cached}
     return Plan(tuple(cells), cached, tuple(c for c in cells if c.key not in cached_keys), environment)
+
+
+def _reference_cell(study: Study, topic: Topic, seed_index: int, seed: int, prompt: Prompt,
+                    environment: dict[str, str], model: ModelInfo, configs: dict[str, dict[str, Any]],
+                    sampler_filter: set[str], steps_filter: set[int]) -> list[Cell]:
+    """The topic and seed's reference cell (reference sampler at reference_steps), unless the matrix holds it, the
+    study renders none (reference_steps = 0) or the filters leave it out. Its key is any cell's key: a matrix
+    cell at the same sampler and steps would be the same image."""
+    name, n = study.reference_sampler, study.reference_steps_for(topic)
+    if n is None or (name in topic.samplers and n in topic.steps) or (sampler_filter and name not in sampler_filter) \
+            or (steps_filter and n not in steps_filter):
+        return []
+    config = configs.setdefault(name, scheduler_config(name, model.scheduler_config))
+    return [Cell(topic=topic.slug, seed_index=seed_index, seed=seed, sampler=name, steps=n, text=prompt.text,
+                 negative=prompt.negative, width=prompt.width, height=prompt.height, cfg=prompt.cfg,
+                 key=cell_key(environment, config, prompt, name, n), nfe=get_sampler(name).nfe(n), reference=True)]
+
+
+def _check_reference_steps(study: Study, topic: Topic, model: ModelInfo) -> None:
+    """check_steps for the topic's reference cell, its error naming reference_steps and what to change."""
+    n = study.reference_steps_for(topic)
+    assert n is not None
+    try:
+        check_steps(study.reference_sampler, n, model)
+    except StudyError as exc:
+        source = "reference_steps" if study.reference_steps else \
+            f"the default reference_steps ({REFERENCE_FACTOR} x topic {topic.slug}'s {max(topic.steps)} steps)"
+        raise StudyError(f"{study.root / 'study.toml'}: {source}: {exc}; set reference_steps to a count it can run "
+                         "(0: no separate reference), or choose another reference_sampler") from None
 
 
 def cell_record(cell: Cell) -> dict[str, Any]:

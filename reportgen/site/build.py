@@ -86,7 +86,8 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
     views: dict[str, CellView] = {}
     by_topic: dict[str, list[Cell]] = {}
     for cell in cells:
-        by_topic.setdefault(cell.topic, []).append(cell)
+        if not cell.reference:  # the reference images are measured against, not shown in the matrices
+            by_topic.setdefault(cell.topic, []).append(cell)
     for topic in study.topics:
         for cell in by_topic.get(topic.slug, []):
             views[cell.key] = _cell_view(cell, topic, info, device, the_store, previous, digests, files)
@@ -97,7 +98,8 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
     steps = tuple(sorted({v.steps for v in all_views}))
     summary = _summaries(study, all_views, steps)
     stored = [v for v in all_views if v.stored]
-    convergence = gather_convergence(study, the_store, cells, previous, files, digests)
+    convergence = gather_convergence(study, the_store, cells, previous, files, digests,
+                                     info.scheduler_config)
     notes = []
     if previous is not None and previous.problem is not None:
         notes.append(f"the site's manifest ({MANIFEST}) is damaged: {previous.problem}; every file was made again")

@@ -14,26 +14,45 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from reportgen.measure.analysis import Analysis, SamplerSummary, analyze
+from reportgen.measure.analysis import Analysis, CellMetrics, SamplerSummary, analyze
 from reportgen.measure.exports import export_files, fits_records
 from reportgen.measure.findings import Findings, findings
+from reportgen.measure.fits import FLOOR_FACTOR, PRE_ASYMPTOTIC
 from reportgen.render.plan import Cell
 from reportgen.render.store import Store
 from reportgen.site.files import Digests, Previous, SiteFile
 from reportgen.study.load import Study
 
-PLOTS_VERSION = 1  # bump when the plots' look changes, so previous builds' SVGs are not reused
+PLOTS_VERSION = 2  # bump when the plots' look changes, so previous builds' SVGs are not reused
 METRICS_CSV = "data/metrics.csv"
 FITS_JSON = "data/fits.json"
 
 
 @dataclass(frozen=True)
+class ScheduleRow:
+    """One sampler's schedule in a topic (render/schedule.py): where it starts at each step count, where it ends."""
+
+    sampler: str
+    label: str
+    starts: tuple[tuple[int, float | None], ...]  # (steps, first timestep)
+    start: float | None  # the first timestep when it is the same at every step count, else None
+    last_sigma: float | None  # at its highest step count
+    last_sigmas: tuple[tuple[int, float | None], ...]  # (steps, last nonzero sigma)
+    final_denoise: bool | None
+    problem_steps: tuple[int, ...]  # step counts hit by diffusers' DDIM/PNDM step-count problem
+    problem: str  # the first such cell's explanation
+    differences: tuple[str, ...]  # how it differs from the reference's schedule
+
+
+@dataclass(frozen=True)
 class TopicConvergence:
-    """One topic's plots (site paths) and its per-sampler rows."""
+    """One topic's plots (site paths), its per-sampler rows, schedules, and the reference it is measured against."""
 
     steps_plot: str
     calls_plot: str
     rows: tuple[SamplerSummary, ...]
+    schedules: tuple[ScheduleRow, ...] = ()
+    reference_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -48,17 +67,20 @@ class Convergence:
     metrics_csv: str = METRICS_CSV
     fits_json: str = FITS_JSON
     labels: dict[str, str] = field(default_factory=dict)  # topic slug -> title
+    fit_level: float = 0.0  # distances above this are pre-asymptotic and not fitted (measure/fits.py)
+    floor_factor: float = FLOOR_FACTOR
 
 
 def gather_convergence(study: Study, store: Store, cells: Iterable[Cell], previous: Previous | None,
-                       files: list[SiteFile], digests: Digests | None = None) -> Convergence | None:
+                       files: list[SiteFile], digests: Digests | None = None,
+                       scheduler_config: dict[str, Any] | None = None) -> Convergence | None:
     """Measure the stored cells and add plots and exports to `files`; None when no cell is rendered yet."""
     from reportgen.measure.plots import rates_plot, topic_plots
 
     cells = list(cells)
     if not any(store.image_path(c.key).is_file() for c in cells):  # cheap: analyze verifies what it reads
         return None
-    analysis = analyze(study, store, cells)
+    analysis = analyze(study, store, cells, scheduler_config)
     topics = {}
     for slug in analysis.topics():
         rows = tuple(analysis.for_topic(slug))
@@ -70,13 +92,28 @@ def gather_convergence(study: Study, store: Store, cells: Iterable[Cell], previo
         else:
             svgs = topic_plots(analysis, slug)
             files.extend(SiteFile(paths[axis], data=_made(digests, paths[axis], svgs[axis].encode())) for axis in paths)
-        topics[slug] = TopicConvergence(steps_plot=paths["steps"], calls_plot=paths["calls"], rows=rows)
+        topics[slug] = TopicConvergence(steps_plot=paths["steps"], calls_plot=paths["calls"], rows=rows,
+                                        schedules=tuple(_schedule_row(s, what) for s in rows),
+                                        reference_steps=dict(analysis.reference_steps).get(slug))
     rates = _plot_path("rates", analysis, [s.fit for s in analysis.samplers])
     old = _reuse(previous, digests, rates)
     files.append(old or SiteFile(rates, data=_made(digests, rates, rates_plot(analysis).encode())))
     files.extend(SiteFile(path, data=data) for path, data in export_files(analysis).items())
     return Convergence(analysis=analysis, findings=findings(analysis), topics=topics, rates_plot=rates,
-                       fits=tuple(fits_records(analysis)), labels={t.slug: t.title for t in study.topics})
+                       fits=tuple(fits_records(analysis)), labels={t.slug: t.title for t in study.topics},
+                       fit_level=PRE_ASYMPTOTIC[analysis.thresholds.metric])
+
+
+def _schedule_row(summary: SamplerSummary, cells: list[CellMetrics]) -> ScheduleRow:
+    mine = sorted({m.steps: m for m in cells if m.sampler == summary.sampler}.values(), key=lambda m: m.steps)
+    problems = [m for m in mine if m.step_problem]
+    return ScheduleRow(sampler=summary.sampler, label=summary.label,
+                       starts=tuple((m.steps, m.first_timestep) for m in mine),
+                       start=mine[0].first_timestep if len({m.first_timestep for m in mine}) == 1 else None,
+                       last_sigma=mine[-1].last_sigma,
+                       last_sigmas=tuple((m.steps, m.last_sigma) for m in mine), final_denoise=mine[-1].final_denoise,
+                       problem_steps=tuple(m.steps for m in problems),
+                       problem=problems[0].step_problem if problems else "", differences=summary.differences)
 
 
 def _reuse(previous: Previous | None, digests: Digests | None, path: str) -> SiteFile | None:

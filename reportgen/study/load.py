@@ -21,9 +21,14 @@ MAX_PIXELS = 2048 * 2048  # pixels per image; raise with `max_pixels` in study.t
 MAX_STEPS = 10_000  # steps per cell: more is a typo, not a study
 MAX_STUDY_TOML = 1_000_000  # characters of study.toml; the guide's is under 2,000
 MAX_FRONT_MATTER = 64 * 1024  # characters of a topic's front matter; the guide's are under 1,000
+DEFAULT_SEEDS = 3  # seeds per topic when study.toml says none: a claim must hold in a majority of seeds
+# With no `reference_steps`, the reference is rendered at this many times a topic's highest step count: a
+# second-order reference at 4N is ~16x closer to the limit than at N, so its own error stays small beside
+# the errors it measures, for about the cost of one more sampler row (measurement.md, "The reference").
+REFERENCE_FACTOR = 4
 _STUDY_KEYS = {
     "title", "description", "model", "samplers", "steps", "seeds", "negative_prompt",
-    "reference_sampler", "thresholds", "max_cells", "max_pixels", "speed",
+    "reference_sampler", "reference_steps", "thresholds", "max_cells", "max_pixels", "speed",
 }
 _TOPIC_KEYS = {"title", "prompt", "order", "steps", "seeds", "samplers"}
 THRESHOLD_KEYS = ("metric", "indicator", "converged", "limit")  # their values: measure.load_thresholds
@@ -59,9 +64,20 @@ class Settings:
     negative_prompt: str
     reference_sampler: str  # until render.plan.for_model picks the model family's: k_heun where study.toml names none
     reference_sampler_set: bool  # whether study.toml names it
+    reference_steps: int | None  # None: REFERENCE_FACTOR x each topic's highest step count; 0: no separate reference
     max_cells: int
     max_pixels: int
     tables: dict[str, dict[str, Any]]  # [thresholds], [speed]: keys checked here, values in measure/, render/
+
+    def reference_steps_for(self, topic: Topic) -> int | None:
+        """The step count of the topic's reference image: `reference_steps`, else REFERENCE_FACTOR x its highest
+        step count (at most MAX_STEPS); None for `reference_steps = 0`, where the reference is the reference
+        sampler's highest step count in the matrix."""
+        if self.reference_steps == 0:
+            return None
+        if self.reference_steps is not None:
+            return self.reference_steps
+        return min(REFERENCE_FACTOR * max(topic.steps), MAX_STEPS)
 
 
 @dataclass(frozen=True)
@@ -76,6 +92,15 @@ class Study(Settings):
             if topic.slug == slug:
                 return topic
         raise StudyError(f"no topic {slug!r} in {self.root}; topics: {', '.join(t.slug for t in self.topics)}")
+
+
+def topic_cells(settings: Settings, topic: Topic) -> int:
+    """The topic's cells: its matrix, plus one reference cell per seed unless the matrix already holds it."""
+    matrix = len(topic.samplers) * len(topic.steps) * len(topic.seeds)
+    steps = settings.reference_steps_for(topic)
+    if steps is None or (settings.reference_sampler in topic.samplers and steps in topic.steps):
+        return matrix
+    return matrix + len(topic.seeds)
 
 
 def topic_seeds(prompt: Prompt, count: int) -> tuple[int, ...]:
@@ -96,7 +121,7 @@ def load_study(root: Path | str) -> Study:
     topics = [parse_topic(p, read_topic_text(p), settings) for p in paths]
     topics.sort(key=lambda t: (t.order, t.slug))
 
-    cells = sum(len(t.samplers) * len(t.steps) * len(t.seeds) for t in topics)
+    cells = sum(topic_cells(settings, t) for t in topics)
     if cells > settings.max_cells:
         raise StudyError(f"{root / 'study.toml'}: the study has {cells} cells, over max_cells = "
                          f"{settings.max_cells}; raise it to go on")
@@ -140,12 +165,17 @@ def read_settings(root: Path | str) -> Settings:
     model = _string(data, "model", where, default="tiny")
     samplers = _samplers(data.get("samplers"), where, required=True)
     steps = _steps(data.get("steps"), where, required=True)
-    seeds = _positive_int(data.get("seeds", 1), "seeds", where)
+    seeds = _positive_int(data.get("seeds", DEFAULT_SEEDS), "seeds", where)
     negative = _string(data, "negative_prompt", where, default="")
     try:
         reference = get_sampler(_string(data, "reference_sampler", where, default="k_heun")).name
     except SamplerError as exc:
         raise StudyError(f"{where}: reference_sampler: {exc}") from None
+    reference_steps = data.get("reference_steps")
+    if reference_steps is not None and (not isinstance(reference_steps, int) or isinstance(reference_steps, bool)
+                                        or not 0 <= reference_steps <= MAX_STEPS):
+        raise StudyError(f"{where}: reference_steps must be an integer from 0 (no separate reference) to "
+                         f"{MAX_STEPS}, got {reference_steps!r}")
     max_cells = _positive_int(data.get("max_cells", MAX_CELLS), "max_cells", where)
     if max_cells > CELLS_CEILING:
         raise StudyError(f"{where}: max_cells = {max_cells} is over the ceiling of {CELLS_CEILING}")
@@ -159,7 +189,8 @@ def read_settings(root: Path | str) -> Settings:
     return Settings(
         root=root, title=title, description=_string(data, "description", where, default=""), model=model,
         samplers=samplers, steps=steps, seeds=seeds, negative_prompt=negative, reference_sampler=reference,
-        reference_sampler_set="reference_sampler" in data, max_cells=max_cells, max_pixels=max_pixels, tables=tables,
+        reference_sampler_set="reference_sampler" in data, reference_steps=reference_steps, max_cells=max_cells,
+        max_pixels=max_pixels, tables=tables,
     )
 
 

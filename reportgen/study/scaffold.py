@@ -7,6 +7,7 @@ from pathlib import Path
 from reportgen.errors import ReportgenError, StudyError
 from reportgen.study.load import (
     SLUG,
+    Settings,
     Topic,
     is_topic_page,
     load_study,
@@ -14,6 +15,7 @@ from reportgen.study.load import (
     read_settings,
     read_topic_text,
     split_front_matter,
+    topic_cells,
 )
 from reportgen.study.prompt import parse_prompt
 
@@ -36,7 +38,7 @@ def new_topic(study: Path, slug: str, title: str, prompt: str) -> Path:
     path = study / "topics" / f"{slug}.md"
     text = _page(title.strip(), parsed.to_command(), _next_order(study / "topics"))
     topic = parse_topic(path, text, settings)  # refuse now what every later `render` of this study would refuse
-    _check_total(study, topic, settings.max_cells)
+    _check_total(study, topic, settings)
     try:
         path.parent.mkdir(exist_ok=True)
         with open(path, "x", encoding="utf-8") as handle:  # "x": never overwrite a contributor's page
@@ -48,16 +50,16 @@ def new_topic(study: Path, slug: str, title: str, prompt: str) -> Path:
     return path
 
 
-def _check_total(study: Path, topic: Topic, max_cells: int) -> None:
+def _check_total(study: Path, topic: Topic, settings: Settings) -> None:
     """Refuse a topic that takes the study over max_cells (when the rest of the study loads: a broken page
     elsewhere is render's to report, by name)."""
     try:
-        cells = sum(len(t.samplers) * len(t.steps) * len(t.seeds) for t in load_study(study).topics)
+        cells = sum(topic_cells(settings, t) for t in load_study(study).topics)
     except ReportgenError:
         return
-    cells += len(topic.samplers) * len(topic.steps) * len(topic.seeds)
-    if cells > max_cells:
-        raise StudyError(f"with this topic the study would have {cells} cells, over max_cells = {max_cells} "
+    cells += topic_cells(settings, topic)
+    if cells > settings.max_cells:
+        raise StudyError(f"with this topic the study would have {cells} cells, over max_cells = {settings.max_cells} "
                          "(study.toml); raise it to go on")
 
 

@@ -48,7 +48,8 @@ def render_both(root: Path, spec: str):
     a time."""
     names = model_samplers(spec)
     (root / "topics").mkdir()
-    (root / "study.toml").write_text(f'title = "t"\nmodel = "{spec}"\nsamplers = {names}\nsteps = [2]\n')
+    (root / "study.toml").write_text(f'title = "t"\nmodel = "{spec}"\nsamplers = {names}\nsteps = [2]\nseeds = 1\n'
+                                     "reference_steps = 0\n")
     topic(root, "anime", '"an anime girl" -W32 -H32 -C7.5 -S3031912972', names, [2])
     topic(root, "food", '"a hamburger [blurry, dark]" -W32 -H32 -C5 -S4053222918', names[1::2], [3])
     topic(root, "plain", '"grown tiger" -W32 -H32 -C1 -S7', [names[0] if "flow" in names[0] else "k_euler_a"], [3])

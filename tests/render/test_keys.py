@@ -29,6 +29,11 @@ KEYS = {
     (3031912973, "dpmpp_2m_karras", 4): "a84625e52ce50df2433ddfaac2f25823d6cab23dd372c7572056877f5e08615b",
 }
 
+REFERENCE_KEYS = {  # recorded when reference_steps came (issue 20), with the versions above
+    (3031912972, "k_heun", 16): "9c3674c084d5e5235c944c1beb84a8e32a74c7ff26f0cdc0f4e61ab027963d44",
+    (3031912973, "k_heun", 16): "b84850cb57527afbcd78c146464c00a3163cce4b50801d4d4199beccceb11f9e",
+}
+
 
 @pytest.fixture
 def pinned_versions(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,7 +57,14 @@ def test_rendered_keys_equal_the_recorded_ones(tmp_path: Path, capsys, monkeypat
         "---\n\nText.\n")
     code, err = run_main(capsys, monkeypatch, "render", root, "--device", "cpu")
     assert code == 0, err
-    stored = {(c.record["seed"], c.record["sampler"], c.record["steps"]): c.key for c in Store(root / "store").cells()}
+    cells = list(Store(root / "store").cells())
+    stored = {(c.record["seed"], c.record["sampler"], c.record["steps"]): c.key for c in cells
+              if not c.record.get("reference")}
     assert stored == KEYS
+    # With no reference_steps the study also renders the reference (k_heun at 4 x 4 steps) beside the matrix, as
+    # extra cells with keys of their own: the matrix's keys above are the ones recorded before it existed.
+    references = {(c.record["seed"], c.record["sampler"], c.record["steps"]): c.key for c in cells
+                  if c.record.get("reference")}
+    assert references == REFERENCE_KEYS
     code, err = run_main(capsys, monkeypatch, "render", root, "--device", "cpu")
-    assert code == 0 and "16 cached, 0 to render" in err, err
+    assert code == 0 and "18 cached, 0 to render" in err, err
