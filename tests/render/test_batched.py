@@ -13,6 +13,7 @@ from reportgen.errors import ReportgenError
 from reportgen.models.families import adapter, samplers_for
 from reportgen.models.loading import load_pipeline
 from reportgen.models.sources import resolve_model
+from reportgen.render import batched as batched_module
 from reportgen.render.execute import EXECUTORS
 from reportgen.render.plan import Cell, plan
 from reportgen.render.store import Store
@@ -57,14 +58,24 @@ def render_both(root: Path, spec: str):
     pipe = load_pipeline(model)
     cells = plan(load_study(root), model, "cpu", "float32", Store(root / "store")).to_render
     reference = {o.cell.key: o for o in EXECUTORS["pipeline"](pipe, model, cells)}
-    rows: list[int] = []
+    rows: list[int] = []  # the rows of each tick's lanes, before padding
+    calls: list[int] = []  # the rows of each denoiser call, padding included
     denoiser = adapter(model.family).denoiser(pipe)
-    hook = denoiser.register_forward_pre_hook(lambda _module, args, kwargs: rows.append(
+    hook = denoiser.register_forward_pre_hook(lambda _module, args, kwargs: calls.append(
         (args[0] if args else kwargs["hidden_states"]).shape[0]), with_kwargs=True)
+    real = batched_module._BatchedRun._denoise
+
+    def counted(self, sample, *args):
+        rows.append(sample.shape[0])
+        return real(self, sample, *args)
+
+    batched_module._BatchedRun._denoise = counted
     try:
         batched = list(EXECUTORS["batched"](pipe, model, cells, batch_size=3))
     finally:
         hook.remove()
+        batched_module._BatchedRun._denoise = real
+    assert set(calls) == {batched_module.CPU_ROWS_PER_CALL}  # on a CPU every call has the same rows (padded)
     return cells, reference, batched, rows
 
 

@@ -57,10 +57,11 @@ def test_png_carries_parameters_and_info_reproduces(tiny_study: Path):
     assert ("Steps: 2, Sampler: Euler, Schedule type: Uniform, CFG scale: 7.5, Seed: 3031912972, Size: 32x32, "
             "Model hash: ") in result.stdout
     command = next(line for line in result.stdout.splitlines() if line.startswith("Reproduce: "))
-    assert "-s2 -Ak_euler" in command
+    assert "-s2 -Ak_euler" in command and "--executor batched" in command  # a batched cell: one lane reproduces it
 
     out = tiny_study / "again.png"
-    again = run("image", '"an anime girl" -W32 -H32 -C7.5 -S3031912972 -s2 -Ak_euler', "--out", out)
+    again = run("image", '"an anime girl" -W32 -H32 -C7.5 -S3031912972 -s2 -Ak_euler', "--executor", "batched",
+                "--out", out)
     assert again.exit_code == 0, again.output
     from PIL import Image
 
