@@ -172,31 +172,78 @@ def render(
                                           "to compile on an H200; 1.26x faster after that).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would run, render nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of counts.")] = False,
+    shard: Annotated[str | None, typer.Option("--shard", help="K/N: render only shard K of N (lanes dealt by "
+                                              "model calls; docs/scale-out.md). Under accelerate launch or "
+                                              "torchrun each process takes its shard from the launcher.")] = None,
+    reshard: Annotated[bool, typer.Option("--reshard", help="With --shard: deal the cells left into N shards "
+                                          "anew (written to STORE/shards/ even with --dry-run).")] = False,
 ) -> None:
     """Render every cell of the study's topic x sampler x steps matrices that is not stored yet."""
     from reportgen.render import jobs as workflow
+    from reportgen.render import launch as launching
+    from reportgen.render.shards import parse_shard, shard_work
+
+    launched = launching.from_environment()
+    if launched is not None and shard is not None:
+        raise ReportgenError(f"--shard {shard} given, but the launcher already made this process shard "
+                             f"{launched.shard} (WORLD_SIZE {launched.world}); drop --shard")
+    if reshard and shard is None and launched is None:
+        raise ReportgenError("--reshard needs --shard K/N (or a launcher)")
+    the_shard = launched.shard if launched is not None else parse_shard(shard) if shard is not None else None
+    device = launching.launch_device(launched, device) if launched is not None else device
+    speak = launched is None or launched.main  # under a launcher only rank 0 prints, but for errors
+
+    def say(text: str) -> None:
+        if speak:
+            typer.echo(text, err=True)
 
     job = workflow.prepare_render(study, topics=topic or (), samplers=sampler or (), steps=steps or (), model=model,
                                   model_config=model_config, device=device, dtype=dtype, store=store)
     workflow.check_run_options(job, executor, compile)
     plan = job.plan
-    typer.echo(f"{len(plan.cells)} cells: {len(plan.cached)} cached, {len(plan.to_render)} to render "
-               f"({plan.nfe_to_run} model calls) with {job.model.spec} on {job.device}/{job.dtype}", err=True)
-    _echo_notes(job)
+    say(f"{len(plan.cells)} cells: {len(plan.cached)} cached, {len(plan.to_render)} to render "
+        f"({plan.nfe_to_run} model calls) with {job.model.spec} on {job.device}/{job.dtype}")
+    if speak:
+        _echo_notes(job)
     damaged = dict(job.store.damaged)  # what planning found damaged: those cells are rendered again
-    _echo_unverified(damaged, study)
+    if speak:
+        _echo_unverified(damaged, study)
     if dry_run:
         for line in _damage_lines(damaged, "to render again"):
-            typer.echo(f"note: {line}", err=True)
-        if as_json:
-            typer.echo(json.dumps({"cells": len(plan.cells), "rendered": 0, "cached": len(plan.cached),
-                                   "to_render": len(plan.to_render), "nfe": 0, "planned_nfe": plan.nfe_to_run}))
+            say(f"note: {line}")
+        counts: dict[str, Any] = {"cells": len(plan.cells), "rendered": 0, "cached": len(plan.cached),
+                                  "to_render": len(plan.to_render), "nfe": 0, "planned_nfe": plan.nfe_to_run}
+        if the_shard is not None:
+            work = shard_work(plan.cells, plan.to_render, job.store, the_shard, reshard=reshard, write=reshard)
+            mine = sum(c.nfe for c in work.cells)
+            say(f"shard {the_shard}: {len(work.cells)} cells to render ({mine} model calls); model calls left per "
+                f"shard: {', '.join(map(str, work.loads))}")
+            counts |= {"shard": str(the_shard), "shard_to_render": len(work.cells), "shard_nfe": mine,
+                       "shard_loads": list(work.loads), "shard_cells": [c.key for c in work.cells]}
+        if as_json and speak:
+            typer.echo(json.dumps(counts))
         return
-    result, grids = _with_progress(len(plan.to_render), plan.nfe_to_run,
-                                   lambda advance: workflow.run_render(job, executor, advance, batch_size, compile))
-    typer.echo(f"rendered {result.rendered}, cached {result.cached}, failed {len(result.failed)}, "
-               f"{result.nfe} model calls in {result.seconds:.1f}s; grids in {grids[0].parent if grids else '-'}",
-               err=True)
+    todo = plan.to_render if the_shard is None else shard_work(plan.cells, plan.to_render, job.store, the_shard,
+                                                               reshard=reshard, write=False).cells
+    result, grids = _with_progress(len(todo), sum(c.nfe for c in todo),
+                                   lambda advance: workflow.run_render(job, executor, advance, batch_size, compile,
+                                                                       the_shard, reshard), quiet=not speak)
+    shards = [] if launched is None else launching.gather(launched, _shard_summary(result))
+    if not speak:
+        for cell, why in result.failed:
+            typer.echo(f"failed: shard {result.shard}: {cell.topic} seed {cell.seed} {cell.sampler} {cell.steps} "
+                       f"steps: {why}", err=True)
+        if result.failed:
+            raise typer.Exit(1)
+        return
+    if shards:  # rank 0 speaks for every shard, and draws the grids of every topic now complete
+        grids = workflow.final_grids(job)
+        say(f"{len(shards)} shards: rendered {sum(s['rendered'] for s in shards)}, failed "
+            f"{sum(s['failed'] for s in shards)}, {sum(s['nfe'] for s in shards)} model calls; per shard: "
+            + "; ".join(f"{s['shard']} {s['rendered']} cells, {s['nfe']} calls in {s['seconds']:.1f}s" for s in shards))
+    say(f"rendered {result.rendered}, cached {result.cached}, failed {len(result.failed)}, "
+        f"{result.nfe} model calls in {result.seconds:.1f}s{f' (shard {result.shard})' if result.shard else ''}; "
+        f"grids in {grids[0].parent if grids else '-'}")
     for line in _damage_lines(damaged, "rendered again", {c.key for c in plan.to_render} -
                               {c.key for c, _ in result.failed}):
         typer.echo(line, err=True)
@@ -205,12 +252,23 @@ def render(
     for cell, why in result.failed:
         typer.echo(f"failed: {cell.topic} seed {cell.seed} {cell.sampler} {cell.steps} steps: {why}", err=True)
     if as_json:
-        typer.echo(json.dumps({"cells": result.cells, "rendered": result.rendered, "cached": result.cached,
-                               "failed": len(result.failed), "nfe": result.nfe, "planned_nfe": plan.nfe_to_run,
-                               "seconds": round(result.seconds, 3), "grids": [str(g) for g in grids]}))
-    if result.failed:
+        summary = {"cells": result.cells, "rendered": result.rendered, "cached": result.cached,
+                   "failed": len(result.failed), "nfe": result.nfe, "planned_nfe": plan.nfe_to_run,
+                   "seconds": round(result.seconds, 3), "grids": [str(g) for g in grids]}
+        if result.shard:
+            summary |= {"shard": result.shard, "shard_loads": list(result.shard_loads)}
+        if shards:
+            summary |= {"shards": shards}
+        typer.echo(json.dumps(summary))
+    if result.failed or any(s["failed"] for s in shards):
         raise typer.Exit(1)
     typer.echo(f"next: reportgen build {shlex.quote(str(study))} --out {shlex.quote(str(study / 'site'))}", err=True)
+
+
+def _shard_summary(result: Any) -> dict[str, Any]:
+    """One shard's counts, as the launcher's processes exchange them."""
+    return {"shard": result.shard, "rendered": result.rendered, "failed": len(result.failed), "nfe": result.nfe,
+            "seconds": round(result.seconds, 3)}
 
 
 def _echo_notes(job: Any) -> None:
@@ -514,12 +572,15 @@ def polish(
 PROGRESS_EVERY = 10.0  # seconds between progress lines when stderr is no terminal (a log file, a batch job)
 
 
-def _with_progress(total: int, calls: int, work: Callable[[Callable[[Any], None]], T]) -> T:
+def _with_progress(total: int, calls: int, work: Callable[[Callable[[Any], None]], T], quiet: bool = False) -> T:
     """Run `work(advance)`, where `advance` moves one cell on: under a rich progress bar on a terminal, else
-    with a plain line at least every PROGRESS_EVERY seconds, so a log shows the render is alive."""
+    with a plain line at least every PROGRESS_EVERY seconds, so a log shows the render is alive; `quiet`
+    (a launcher's other processes) shows nothing."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    if quiet:
+        return work(lambda _output: None)
     console = Console(stderr=True)
     if not console.is_terminal:
         return _with_progress_lines(total, calls, work)

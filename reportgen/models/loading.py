@@ -21,7 +21,7 @@ def pick_device(device: str | None = None, dtype: str | None = None, half: str =
     and neither does a Linux machine without the device files every GPU driver torch can use creates."""
     if device is not None and device not in ("cpu", "mps") and not device.startswith("cuda"):
         raise ModelError(f"unknown device {device!r} (use cpu, cuda, cuda:N or mps)")
-    if device is None and not _gpu_driver_present():
+    if device is None and not gpu_driver_present():
         device = "cpu"
     if device != "cpu":
         import torch
@@ -44,7 +44,7 @@ def pick_device(device: str | None = None, dtype: str | None = None, half: str =
 GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
 
 
-def _gpu_driver_present() -> bool:
+def gpu_driver_present() -> bool:
     """False only where torch.cuda cannot be available: Linux with none of the GPU drivers' device files."""
     return not sys.platform.startswith("linux") or any(os.path.exists(path) for path in GPU_DEVICE_FILES)
 

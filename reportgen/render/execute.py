@@ -38,6 +38,8 @@ class RenderResult:
     seconds: float = 0.0
     failed: list[tuple[Cell, str]] = field(default_factory=list)
     warnings: list[tuple[Cell, str]] = field(default_factory=list)
+    shard: str = ""  # "K/N" when this render was one shard of many (render/shards.py)
+    shard_loads: tuple[int, ...] = ()  # model calls that were left to each shard of the partition when it began
 
 
 Executor = Callable[[Any, ModelInfo, Iterable[Cell]], Iterator[CellOutput]]

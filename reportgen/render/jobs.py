@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from reportgen.errors import ReportgenError
@@ -25,7 +25,8 @@ from reportgen.render.plan import (
     runtime_environment,
     scheduler_config,
 )
-from reportgen.render.store import Store, atomic_write, encode_png
+from reportgen.render.shards import Shard, shard_work
+from reportgen.render.store import Store, atomic_write, check_atomic, encode_png
 from reportgen.samplers import get_sampler
 from reportgen.study.load import Study, load_study
 from reportgen.study.prompt import parse_prompt
@@ -99,20 +100,43 @@ def _duration(seconds: float) -> str:
 
 def run_render(job: RenderJob, executor: str = "batched",
                on_cell: Callable[[CellOutput], None] | None = None,
-               batch_size: int | None = None, compile: bool = False) -> tuple[RenderResult, list[Path]]:
-    """Hold the store's lock, render what is missing, then draw one grid per topic and seed."""
+               batch_size: int | None = None, compile: bool = False, shard: Shard | None = None,
+               reshard: bool = False) -> tuple[RenderResult, list[Path]]:
+    """Hold the store's lock, render what is missing (of one shard's lanes, with `shard`), then draw one grid
+    per topic and seed: every grid when the whole plan was rendered; a shard draws the grids of the topics
+    it finds complete (other shards write the same store at the same time)."""
     check_run_options(job, executor, compile)  # before the store is touched: bad input writes nothing
-    with job.store.lock():
+    if shard is not None:
+        check_atomic(job.store.root)
+    with job.store.lock(None if shard is None else str(shard)):
         job.store.clean_temporary()
-        result = RenderResult(cells=len(job.plan.cells), cached=len(job.plan.cached))
-        if job.plan.to_render:
+        work = None if shard is None else shard_work(job.plan.cells, job.plan.to_render, job.store, shard,
+                                                     reshard=reshard)
+        plan = job.plan if work is None else replace(job.plan, to_render=work.cells)
+        result = RenderResult(cells=len(plan.cells), cached=len(plan.cached))
+        if plan.to_render:
             pipe = load_pipeline(job.model, job.device, job.dtype)
             options = {"batch_size": batch_size, "compile": compile} if executor == "batched" else {}
-            result = render(job.plan, pipe, job.model, job.store, executor=executor, on_cell=on_cell, **options)
+            result = render(plan, pipe, job.model, job.store, executor=executor, on_cell=on_cell, **options)
         failed = {cell.key for cell, _ in result.failed}
-        stored = {c.key for c in job.plan.cached} | {c.key for c in job.plan.to_render if c.key not in failed}
-        grids = write_grids(job.study, job.plan.matrix, job.store, job.study.root / "grids", stored)
+        stored = {c.key for c in plan.cached} | {c.key for c in plan.to_render if c.key not in failed}
+        matrix: list[Cell] = list(job.plan.matrix)
+        if work is not None:  # the other shards' cells, as far as they are done now; whole topics only
+            result.shard, result.shard_loads = str(shard), work.loads
+            stored |= {c.key for c in matrix if c.key not in stored and job.store.has(c.key)}
+            incomplete = {c.topic for c in matrix if c.key not in stored}
+            matrix = [c for c in matrix if c.topic not in incomplete]
+        grids = write_grids(job.study, matrix, job.store, job.study.root / "grids", stored)
     return result, grids
+
+
+def final_grids(job: RenderJob) -> list[Path]:
+    """The grids of every topic whose cells are all stored now (after a launcher's shards have all finished)."""
+    matrix = list(job.plan.matrix)
+    stored = {c.key for c in matrix if job.store.has(c.key)}
+    incomplete = {c.topic for c in matrix if c.key not in stored}
+    return write_grids(job.study, [c for c in matrix if c.topic not in incomplete], job.store,
+                       job.study.root / "grids", stored)
 
 
 def check_run_options(job: RenderJob, executor: str, compile: bool) -> None:

@@ -197,13 +197,24 @@ class Store:
             if blocker is not None:
                 self.move_aside(blocker)
         self._seen.pop(key, None)
+        if self.inspect(key).problem is None and self.inspect(key).cell is not None:
+            return png  # another writer (a render beside this one) finished it, verified: keep theirs
+        digest = hashlib.sha256(data).hexdigest()
         atomic_write(latents_path, data)
-        record = {**record, "key": key, "latents_sha256": hashlib.sha256(data).hexdigest()}
+        record = {**record, "key": key, "latents_sha256": digest}
         try:
-            return atomic_write(png, encode_png(image, parameters, record))
+            if atomic_create(png, encode_png(image, parameters, record)):
+                return png
         except StoreError:
             latents_path.unlink(missing_ok=True)  # no latents without their image
             raise
+        # Another writer finished the cell while we wrote it. Its PNG stands unless our latents replaced its
+        # own (same digest: the same bits, so nothing is lost); then ours, which match the latents, replace it.
+        self._seen.pop(key, None)
+        found = self.inspect(key)
+        if found.cell is None or found.problem is not None or found.cell.record.get("latents_sha256") != digest:
+            atomic_write(png, encode_png(image, parameters, record))
+        return png
 
     def cells(self) -> Iterator[StoredCell]:
         """Every whole cell in the store."""
@@ -244,8 +255,9 @@ class Store:
         return target
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the store's lock for a render; refuse at once if another render holds it."""
+    def lock(self, shard: str | None = None) -> Iterator[None]:
+        """Hold the store's lock for a render, or for one shard's render ("2/4"): refuse at once if another
+        render holds the same one. Renders of different shards write one store at once (render/shards.py)."""
         from filelock import FileLock, Timeout
 
         created = not self.root.exists()
@@ -253,11 +265,13 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create store {self.root}: {exc.strerror or exc}") from None
-        lock = FileLock(str(self.root / "lock"), timeout=0)
+        name = "lock" if shard is None else f"lock-shard-{shard.replace('/', '-of-')}"
+        lock = FileLock(str(self.root / name), timeout=0)
         try:
             lock.acquire()
         except Timeout:
-            raise StoreError(f"store {self.root} is in use by another render; wait for it to finish") from None
+            which = "another render" if shard is None else f"another render of shard {shard}"
+            raise StoreError(f"store {self.root} is in use by {which}; wait for it to finish") from None
         except OSError as exc:
             self._remove_if_new(created)
             raise StoreError(f"cannot lock store {self.root}: {exc.strerror or exc}") from None
@@ -276,11 +290,12 @@ class Store:
             return
         folders: list[Path] = []
         for top, dirs, files in os.walk(self.root):
-            if any(not (Path(top) == self.root and name == "lock") for name in files):
+            if any(not (Path(top) == self.root and name.startswith("lock")) for name in files):
                 return
             folders.extend(Path(top) / d for d in dirs)
         with contextlib.suppress(OSError):
-            (self.root / "lock").unlink(missing_ok=True)
+            for lock in self.root.glob("lock*"):
+                lock.unlink(missing_ok=True)
             for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
                 folder.rmdir()
             self.root.rmdir()
@@ -501,6 +516,52 @@ def _read(path: Path) -> bytes:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise IsADirectoryError(errno.EISDIR, "not a regular file")
         return handle.read()
+
+
+def atomic_create(path: Path, data: bytes) -> bool:
+    """Write `data` to `path` unless a file is already there, in one step other writers (other processes,
+    other hosts on NFS) see whole or not at all: a temporary file, then a hard link to `path`, which fails if
+    `path` exists. True if this call created it."""
+    tmp = temporary_name(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    except OSError as exc:
+        reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise StoreError(f"cannot write {path}: {reason}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def check_atomic(folder: Path) -> None:
+    """Refuse a folder whose file system cannot rename over a file or hard-link one (some network and FUSE
+    file systems): many writers then could tear or lose cells. One line, before anything is written."""
+    probe = folder / f".probe-{_HOST}-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        first, second = probe.with_suffix(".a"), probe.with_suffix(".b")
+        first.write_bytes(b"a")
+        second.write_bytes(b"b")
+        os.replace(first, second)
+        os.link(second, probe)
+        if probe.read_bytes() != b"a":
+            raise OSError(errno.EIO, "a renamed file does not read back")
+    except OSError as exc:
+        raise StoreError(f"store {folder} is on a file system that cannot rename or hard-link files atomically "
+                         f"({exc.strerror or exc}); many renders cannot share it: use another folder") from None
+    finally:
+        for leftover in (probe, probe.with_suffix(".a"), probe.with_suffix(".b")):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
 
 def atomic_write(path: Path, data: bytes) -> Path:
