@@ -98,8 +98,14 @@ def parse() -> argparse.Namespace:
                    help="CUDA: torch.backends.cudnn.benchmark (convolution algorithms timed, not guessed)")
     p.add_argument("--unet-alone-calls", type=int, default=5,
                    help="CUDA: timed calls of the UNet alone before each throughput run (5 take about a second)")
+    p.add_argument("--cpu-rows", type=int, default=None,
+                   help="--model demo: rows of every CPU denoiser call in the render (render/batched.py's "
+                        "CPU_ROWS_PER_CALL) for this run, to compare call sizes")
     p.add_argument("--peak-tflops", type=float, default=None, help="override the card's assumed dense peak")
     p.add_argument("--json-out", type=Path, default=None, help="also write the results as JSON here")
+    p.add_argument("--model", choices=("demo",), default=None,
+                   help="demo: the shipped demo model's render of examples/demo (one seed, no separate reference) "
+                        "against its UNet alone at the render's rows, in one process (CPU); nothing else runs")
     return p.parse_args()
 
 
@@ -399,11 +405,51 @@ class CallCounter:
         return getattr(self.unet, name)
 
 
+def demo_against_unet(args: argparse.Namespace) -> None:
+    """The demo render's model calls/s beside its UNet alone at the rows the render calls it with (and at a
+    whole tick's rows), timed before and after the render in the same process and thread settings."""
+    import torch
+
+    from reportgen.render import batched
+
+    if args.cpu_rows:
+        batched.CPU_ROWS_PER_CALL = args.cpu_rows
+    model = resolve_model("demo")
+    pipe = load_pipeline(model, "cpu", "float32")
+    tmp = Path(tempfile.mkdtemp(prefix="render-demo-"))
+    try:
+        study = tmp / "demo"
+        shutil.copytree(ROOT / "examples" / "demo", study, ignore=shutil.ignore_patterns("store", "grids", "site"))
+        toml = study / "study.toml"
+        toml.write_text(toml.read_text().replace("seeds = 3", "seeds = 1") + "reference_steps = 0\n")
+        bench = Bench(pipe, model, "cpu", "float32", args.budget or 1800.0, time.perf_counter(), 30)
+        print(f"device: CPU; demo model, 64x64; torch {torch.__version__}; threads {torch.get_num_threads()}")
+        warm = write_study(tmp / "warm", 1, [2], 64, GUIDE_SAMPLERS)
+        (warm / "study.toml").write_text((warm / "study.toml").read_text().replace('"tiny"', '"demo"'))
+        bench.run(warm, "batched", "warm-up", None)
+        rows = tuple(sorted({batched.CPU_ROWS_PER_CALL, 2 * batched.CPU_LANES}))
+        before = {r: bench.time_unet(r, 64, 30)["unet_alone_calls_per_s"] for r in rows}
+        run = bench.run(study, "batched", "demo", None)
+        after = {r: bench.time_unet(r, 64, 30)["unet_alone_calls_per_s"] for r in rows}
+        assert run is not None
+        print(f"\ndemo render (batched, {run['images']} images, {run['nfe']} model calls): {run['calls_per_s']:.2f} "
+              f"model calls/s")
+        for r in rows:
+            alone = (before[r] + after[r]) / 2
+            print(f"  the UNet alone at {r} rows: {alone:.2f} calls/s (before {before[r]:.2f}, after {after[r]:.2f}); "
+                  f"the render keeps {run['calls_per_s'] / alone:.1%}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     """Build the model, warm up, run the interleaved comparison, then print medians and peak fractions."""
     import torch
 
     args = parse()
+    if args.model == "demo":
+        demo_against_unet(args)
+        return
     started = time.perf_counter()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.startswith("cuda")

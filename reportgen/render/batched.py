@@ -38,18 +38,14 @@ from reportgen.errors import RenderError
 from reportgen.models.families import Conditioning, adapter_for_pipeline
 from reportgen.models.families.base import pad_rows
 from reportgen.models.sources import ModelInfo
-from reportgen.render.outputs import CellOutput, finish
+from reportgen.render.outputs import CPU_ROWS_PER_CALL, CellOutput, finish
 from reportgen.render.plan import Cell
 from reportgen.samplers import get_sampler
 
-CPU_LANES = 16  # lanes per call on a CPU: enough to amortise per-call overhead; not tuned (docs/performance.md)
+CPU_LANES = 16  # lanes per call on a CPU when calls are not padded to CPU_ROWS_PER_CALL (a test's contrast)
 MAX_AUTO_LANES = 256  # cap of the automatic choice on GPUs; a study's own parallelism is usually lower
 MEMORY_SHARE = 0.6  # of the free GPU memory the denoiser's activations may use; the rest is VAE decode and slack
 DECODE_BATCH = 8  # finished lanes decoded per VAE call
-# Rows of every denoiser call on a CPU (a tick's rows are split into calls of this size, the last padded): a
-# fixed size makes each cell's numbers independent of its batch; 8 rows cost per row within a few percent
-# of 32 on the demo model's UNet (docs/performance.md), and waste at most 7 rows a tick.
-CPU_ROWS_PER_CALL = 8
 
 
 @dataclass(eq=False)
@@ -140,7 +136,11 @@ def lane_scheduler(pipe: Any, cell: Cell, model: ModelInfo) -> Any:
 
 
 def auto_lanes(pipe: Any, cells: list[Cell]) -> int:
-    """The automatic lane count for one size group: what memory allows, and no more than the cells can fill."""
+    """The automatic lane count for one size group: on a CPU the lanes that fill one call of
+    CPU_ROWS_PER_CALL rows (every call has that many rows anyway); on CUDA what memory allows, and no more
+    than the cells can fill."""
+    if pipe._execution_device.type != "cuda":
+        return auto_batch_size(pipe, cells[0].height, cells[0].width)
     return min(auto_batch_size(pipe, cells[0].height, cells[0].width), balanced_lanes(cells))
 
 
@@ -325,7 +325,8 @@ class _BatchedRun:
         images = VaeImageProcessor.numpy_to_pil(VaeImageProcessor.pt_to_numpy(item.images))
         share = (item.seconds + time.perf_counter() - start) / len(item.lanes)
         for lane, image, latents in zip(item.lanes, images, item.latents, strict=True):
-            yield finish(lane.cell, image, latents, lane.nfe, lane.seconds + share)
+            yield finish(lane.cell, image, latents, lane.nfe, lane.seconds + share,
+                         self.pad_rows if self.device.type == "cpu" else None)
 
 
 class _PinnedUploads(TorchFunctionMode):
@@ -371,9 +372,9 @@ def auto_batch_size(pipe: Any, height: int, width: int) -> int:
     import torch
 
     device = pipe._execution_device
-    if device.type != "cuda":
-        return CPU_LANES
     family = adapter_for_pipeline(pipe)
+    if device.type != "cuda":  # a guided lane takes two rows, an unguided one (FLUX.1's distilled guidance) one
+        return max(1, CPU_ROWS_PER_CALL // family.rows_per_lane) if CPU_ROWS_PER_CALL else CPU_LANES
     compiled = family.denoiser(pipe)
     family.set_denoiser(pipe, getattr(compiled, "_orig_mod", compiled))  # a compiled one would compile both sizes
     try:

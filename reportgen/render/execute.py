@@ -131,7 +131,8 @@ def render(plan: Plan, pipe: Any, model: ModelInfo, store: Store, *, executor: s
                           "nfe_counted": output.nfe, "seconds": round(output.seconds, 4),
                           "executor": executor, "environment": plan.environment, **model_fields(model),
                           "reportgen": VERSION, **({"vae_upcast": True} if upcast else {}),
-                          **({"compiled": True} if options.get("compile") else {})}
+                          **({"compiled": True} if options.get("compile") else {}),
+                          **({"call_rows": output.call_rows} if output.call_rows else {})}
                 writer.put(output, record, parameters_text(output.cell, model))
             else:
                 result.failed.append((output.cell, output.error))

@@ -25,6 +25,7 @@ from reportgen.render.metadata import (
     read_image_metadata,
     ui_sampler,
 )
+from reportgen.render.outputs import CPU_ROWS_PER_CALL
 from reportgen.render.plan import Cell
 from reportgen.samplers import get_sampler
 from reportgen.study.prompt import Prompt, parse_prompt, validate
@@ -137,6 +138,11 @@ def _command(text: str, record: dict[str, Any], environment: dict[str, Any]) -> 
         return " ".join(parts) + " (model unknown: the record does not name it)"
     if record.get("executor") == "batched":
         parts.insert(-2, "--executor batched")  # a batch of one lane, before --out
+        rows = record.get("call_rows")
+        if device == "cpu" and rows != CPU_ROWS_PER_CALL:  # one lane gives the batch's bits at the same call rows
+            notes.append(f"rendered with denoiser calls of {rows if isinstance(rows, int) else 'unrecorded'} rows; "
+                         f"this reportgen makes calls of {CPU_ROWS_PER_CALL}, so it may come out a level or two "
+                         "of 255 off (docs/store.md)")
         if device != "cpu":  # on a CPU every call has the same rows, so one lane gives the batch's bits
             notes.append(f"rendered in a batch on {device}, where a cell's pixels can depend on its batch: it may "
                          f"come out a level or two of 255 off (up to {BATCHED_LEVELS} on a CPU before every call "

@@ -180,5 +180,6 @@ def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Pa
     if output.error:
         raise ReportgenError(f"rendering failed: {output.error}")
     record = {**cell_record(cell), "nfe_counted": output.nfe, "executor": executor, "environment": environment,
-              **model_fields(info), "reportgen": VERSION}
+              **model_fields(info), "reportgen": VERSION,
+              **({"call_rows": output.call_rows} if output.call_rows else {})}
     return atomic_write(out, encode_png(output.image, parameters_text(cell, info), record))

@@ -10,6 +10,12 @@ import numpy as np
 from reportgen.models.families import adapter_for_pipeline
 from reportgen.render.plan import Cell
 
+# Rows of every denoiser call of a batched render on a CPU (render/batched.py splits a tick's rows into calls
+# of this size, the last padded): a fixed size makes each cell's numbers independent of its batch. Here and
+# not in batched.py so that `reportgen info` can compare a record's `call_rows` with it without importing
+# torch. 32 rows (16 guided lanes) cost per row clearly less than 8 on the demo model's UNet
+# (bench/render_matrix.py --model demo --cpu-rows 8|32; docs/performance.md).
+CPU_ROWS_PER_CALL: int | None = 32
 
 @dataclass
 class CellOutput:
@@ -21,6 +27,7 @@ class CellOutput:
     nfe: int
     seconds: float
     error: str | None = None
+    call_rows: int | None = None  # the fixed rows of every denoiser call it took part in (batched, CPU)
 
 
 
@@ -41,7 +48,8 @@ BLACK = "the decoded image is all black (NaN or overflow in the VAE)"
 
 
 
-def finish(cell: Cell, image: Any, latents: Any, nfe: int, seconds: float) -> CellOutput:
+def finish(cell: Cell, image: Any, latents: Any, nfe: int, seconds: float,
+           call_rows: int | None = None) -> CellOutput:
     """Package an executor's result, flagging broken outputs (non-finite latents, an all-black image) so
     they are never stored. A NaN from the VAE becomes black once the image is converted to 8 bits."""
     array = latents.detach().float().cpu().numpy() if hasattr(latents, "detach") else np.asarray(latents, np.float32)
@@ -50,7 +58,7 @@ def finish(cell: Cell, image: Any, latents: Any, nfe: int, seconds: float) -> Ce
         error = NONFINITE
     elif not np.asarray(image).any():
         error = BLACK
-    return CellOutput(cell, image, array, nfe, seconds, error)
+    return CellOutput(cell, image, array, nfe, seconds, error, call_rows)
 
 
 
@@ -67,4 +75,4 @@ def retry_decode_float32(pipe: Any, output: CellOutput) -> CellOutput:
             image = decode_latents(pipe, torch.from_numpy(output.latents)[None].to(vae.device))[0]
     finally:
         vae.to(dtype)
-    return finish(output.cell, image, output.latents, output.nfe, output.seconds)
+    return finish(output.cell, image, output.latents, output.nfe, output.seconds, output.call_rows)

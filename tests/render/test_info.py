@@ -88,6 +88,20 @@ def test_a_batched_cells_command_reproduces_it_exactly_on_a_cpu(rendered, tmp_pa
     assert worst == 0
 
 
+def test_a_cell_rendered_with_other_call_rows_says_it_may_differ(rendered, tmp_path: Path):
+    from reportgen.render.outputs import CPU_ROWS_PER_CALL
+
+    image = rendered["batched"][0]
+    stored = record(image)
+    assert stored["call_rows"] == CPU_ROWS_PER_CALL  # what the batch's calls had, in the record
+    with Image.open(image) as opened:
+        older = encode_png(opened.convert("RGB"), opened.info["parameters"], {**stored, "call_rows": 8})
+    (tmp_path / "older.png").write_bytes(older)
+    line = reproduce_line(tmp_path / "older.png")
+    assert f"denoiser calls of 8 rows; this reportgen makes calls of {CPU_ROWS_PER_CALL}" in line
+    assert "#" not in reproduce_line(image)  # the current call rows: nothing to warn of
+
+
 def test_a_bfloat16_cells_command_carries_dtype_and_device(rendered, tmp_path: Path):
     for image in rendered["bf16"] + rendered["bf16-pipeline"]:
         line = reproduce_line(image)
