@@ -181,7 +181,7 @@ def render(
     """Render every cell of the study's topic x sampler x steps matrices that is not stored yet."""
     from reportgen.render import jobs as workflow
     from reportgen.render import launch as launching
-    from reportgen.render.shards import parse_shard, shard_work
+    from reportgen.render.shards import parse_shard
 
     launched = launching.from_environment()
     if launched is not None and shard is not None:
@@ -192,17 +192,39 @@ def render(
     the_shard = launched.shard if launched is not None else parse_shard(shard) if shard is not None else None
     device = launching.launch_device(launched, device) if launched is not None else device
     speak = launched is None or launched.main  # under a launcher only rank 0 prints, but for errors
+    jobs = workflow.prepare_renders(study, topics=topic or (), samplers=sampler or (), steps=steps or (),
+                                    model=model, model_config=model_config, device=device, dtype=dtype, store=store)
+    if len(jobs) > 1 and the_shard is not None:
+        raise ReportgenError(f"--shard takes one model; this study renders {len(jobs)} (models): give --model")
+    for job in jobs:
+        workflow.check_run_options(job, executor, compile)  # every model's, before any renders
+    failed = False
+    for job in jobs:
+        failed |= _render_job(job, study, executor, batch_size, compile, dry_run, as_json, the_shard, reshard,
+                              launched, speak)
+    if failed:
+        raise typer.Exit(1)
+    if not dry_run and speak:
+        typer.echo(f"next: reportgen build {shlex.quote(str(study))} --out {shlex.quote(str(study / 'site'))}",
+                   err=True)
+
+
+def _render_job(job: Any, study: Path, executor: str, batch_size: int | None, compile: bool, dry_run: bool,
+                as_json: bool, the_shard: Any, reshard: bool, launched: Any, speak: bool) -> bool:
+    """Render (or with dry_run, plan) one model's cells of the study; whether any failed."""
+    from reportgen.render import jobs as workflow
+    from reportgen.render import launch as launching
+    from reportgen.render.shards import shard_work
 
     def say(text: str) -> None:
         if speak:
             typer.echo(text, err=True)
 
-    job = workflow.prepare_render(study, topics=topic or (), samplers=sampler or (), steps=steps or (), model=model,
-                                  model_config=model_config, device=device, dtype=dtype, store=store)
-    workflow.check_run_options(job, executor, compile)
     plan = job.plan
     say(f"{len(plan.cells)} cells: {len(plan.cached)} cached, {len(plan.to_render)} to render "
         f"({plan.nfe_to_run} model calls) with {job.model.spec} on {job.device}/{job.dtype}")
+    if plan.skipped:
+        say(plan.skipped)
     if speak:
         _echo_notes(job)
     damaged = dict(job.store.damaged)  # what planning found damaged: those cells are rendered again
@@ -222,7 +244,7 @@ def render(
                        "shard_loads": list(work.loads), "shard_cells": [c.key for c in work.cells]}
         if as_json and speak:
             typer.echo(json.dumps(counts))
-        return
+        return False
     todo = plan.to_render if the_shard is None else shard_work(plan.cells, plan.to_render, job.store, the_shard,
                                                                reshard=reshard, write=False).cells
     result, grids = _with_progress(len(todo), sum(c.nfe for c in todo),
@@ -233,9 +255,7 @@ def render(
         for cell, why in result.failed:
             typer.echo(f"failed: shard {result.shard}: {cell.topic} seed {cell.seed} {cell.sampler} {cell.steps} "
                        f"steps: {why}", err=True)
-        if result.failed:
-            raise typer.Exit(1)
-        return
+        return bool(result.failed)
     if shards:  # rank 0 speaks for every shard, and draws the grids of every topic now complete
         grids = workflow.final_grids(job)
         say(f"{len(shards)} shards: rendered {sum(s['rendered'] for s in shards)}, failed "
@@ -260,9 +280,9 @@ def render(
         if shards:
             summary |= {"shards": shards}
         typer.echo(json.dumps(summary))
-    if result.failed or any(s["failed"] for s in shards):
-        raise typer.Exit(1)
-    typer.echo(f"next: reportgen build {shlex.quote(str(study))} --out {shlex.quote(str(study / 'site'))}", err=True)
+    return bool(result.failed or any(s["failed"] for s in shards))
+
+
 
 
 def _shard_summary(result: Any) -> dict[str, Any]:

@@ -47,14 +47,30 @@ class RenderJob:
 def prepare_render(study_path: Path, *, topics: Iterable[str] = (), samplers: Iterable[str] = (),
                    steps: Iterable[int] = (), model: str | None = None, model_config: Path | None = None,
                    device: str | None = None, dtype: str | None = None, store: Path | None = None) -> RenderJob:
-    """Validate everything and plan the cells; writes nothing."""
+    """Validate everything and plan the cells of the study's first model (`model`, or `models`' first); writes
+    nothing."""
+    return prepare_renders(study_path, topics=topics, samplers=samplers, steps=steps, model=model,
+                           model_config=model_config, device=device, dtype=dtype, store=store, first=True)[0]
+
+
+def prepare_renders(study_path: Path, *, topics: Iterable[str] = (), samplers: Iterable[str] = (),
+                    steps: Iterable[int] = (), model: str | None = None, model_config: Path | None = None,
+                    device: str | None = None, dtype: str | None = None, store: Path | None = None,
+                    first: bool = False) -> list[RenderJob]:
+    """Validate everything and plan the cells, one job per model of the study (its `models` axis, rendered one
+    after another so that one model is loaded at a time; `model` overrides them with one); writes nothing."""
     study = load_study(study_path)
-    info = resolve_model(model or study.model, model_config)
-    study = for_model(study, info)
-    device, dtype = pick_device(device, dtype, adapter(info.family).half_dtype)
+    topics, samplers, steps = tuple(topics), tuple(samplers), tuple(steps)
+    specs = (model,) if model else study.model_specs
     the_store = Store(store if store is not None else study.root / "store")
-    the_plan = plan(study, info, device, dtype, the_store, topics=topics, samplers=samplers, steps=steps)
-    return RenderJob(study, info, device, dtype, the_store, the_plan)
+    jobs = []
+    for spec in specs[:1] if first else specs:
+        info = resolve_model(spec, model_config)
+        for_this = for_model(study, info)
+        chosen, kind = pick_device(device, dtype, adapter(info.family).half_dtype)
+        the_plan = plan(for_this, info, chosen, kind, the_store, topics=topics, samplers=samplers, steps=steps)
+        jobs.append(RenderJob(for_this, info, chosen, kind, the_store, the_plan))
+    return jobs
 
 
 def contributor_notes(job: RenderJob) -> list[str]:

@@ -79,7 +79,7 @@ def sampler_fields(sampler: Sampler, config: dict[str, Any]) -> dict[str, str]:
 def parameters_fields(cell: Cell, model: ModelInfo) -> dict[str, str]:
     """The fields line of a cell's `parameters` text, in the web UIs' order, as text."""
     sampler = get_sampler(cell.sampler)
-    config = scheduler_config(sampler.name, model.scheduler_config)  # what the key hashes (cached per config)
+    config = scheduler_config(sampler.name, model.scheduler_config, cell.schedule_type)  # what the key hashes
     return {"Steps": str(cell.steps), **sampler_fields(sampler, config), "CFG scale": number(cell.cfg),
             "Seed": str(cell.seed), "Size": f"{cell.width}x{cell.height}", "Model hash": model.short_hash,
             "Model": model.label, "RNG": "CPU"}  # reportgen draws its noise from a CPU generator

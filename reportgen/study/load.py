@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from reportgen.errors import PromptError, ReportgenError, SamplerError, StudyError
-from reportgen.samplers import get_sampler
+from reportgen.samplers import DEFAULT_SCHEDULE, get_sampler, get_schedule
 from reportgen.study.prompt import MAX_SEED, Prompt, parse_prompt
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -29,6 +29,7 @@ REFERENCE_FACTOR = 4
 _STUDY_KEYS = {
     "title", "description", "model", "samplers", "steps", "seeds", "negative_prompt",
     "reference_sampler", "reference_steps", "thresholds", "max_cells", "max_pixels", "speed",
+    "schedules", "cfg", "models",
 }
 _TOPIC_KEYS = {"title", "prompt", "order", "steps", "seeds", "samplers"}
 THRESHOLD_KEYS = ("metric", "indicator", "converged", "limit")  # their values: measure.load_thresholds
@@ -68,6 +69,26 @@ class Settings:
     max_cells: int
     max_pixels: int
     tables: dict[str, dict[str, Any]]  # [thresholds], [speed]: keys checked here, values in measure/, render/
+    # The axes besides sampler, steps and seed (docs/study-format.md, "Axes"); each optional, so a study without
+    # them gives the cells and keys it gave before they existed.
+    schedules: tuple[str, ...]  # names of samplers.SCHEDULES; "default": the sampler's own
+    cfgs: tuple[float, ...]  # CFG scales overriding every topic's -C; (): each topic's own
+    models: tuple[str, ...]  # model specs rendered one after another; (): `model` alone
+
+    @property
+    def model_specs(self) -> tuple[str, ...]:
+        """The models the study renders, in order: `models`, else `model`."""
+        return self.models or (self.model,)
+
+    def axes(self) -> dict[str, int]:
+        """How many values each axis beyond sampler, steps and seed has, for those the study varies."""
+        counts = {"model": len(self.model_specs), "schedule": len(self.schedules), "cfg": len(self.cfgs)}
+        return {axis: n for axis, n in counts.items() if n > 1}
+
+    def lane_count(self, topic: Topic) -> int:
+        """The topic's lanes per seed and step count: samplers x the schedules each takes x cfgs x models."""
+        pairs = sum(1 for name in topic.samplers for s in self.schedules if get_sampler(name).takes(s) is None)
+        return pairs * max(1, len(self.cfgs)) * len(self.model_specs)
 
     def reference_steps_for(self, topic: Topic) -> int | None:
         """The step count of the topic's reference image: `reference_steps`, else REFERENCE_FACTOR x its highest
@@ -96,11 +117,11 @@ class Study(Settings):
 
 def topic_cells(settings: Settings, topic: Topic) -> int:
     """The topic's cells: its matrix, plus one reference cell per seed unless the matrix already holds it."""
-    matrix = len(topic.samplers) * len(topic.steps) * len(topic.seeds)
+    matrix = settings.lane_count(topic) * len(topic.steps) * len(topic.seeds)
     steps = settings.reference_steps_for(topic)
     if steps is None or (settings.reference_sampler in topic.samplers and steps in topic.steps):
         return matrix
-    return matrix + len(topic.seeds)
+    return matrix + len(topic.seeds) * max(1, len(settings.cfgs)) * len(settings.model_specs)
 
 
 def topic_seeds(prompt: Prompt, count: int) -> tuple[int, ...]:
@@ -123,8 +144,9 @@ def load_study(root: Path | str) -> Study:
 
     cells = sum(topic_cells(settings, t) for t in topics)
     if cells > settings.max_cells:
-        raise StudyError(f"{root / 'study.toml'}: the study has {cells} cells, over max_cells = "
-                         f"{settings.max_cells}; raise it to go on")
+        axes = "".join(f" x {n} {axis}s" for axis, n in settings.axes().items())
+        raise StudyError(f"{root / 'study.toml'}: the study has {cells} cells (samplers x steps x seeds{axes}), over "
+                         f"max_cells = {settings.max_cells}; raise it to go on")
     return Study(**vars(settings), topics=tuple(topics))
 
 
@@ -186,12 +208,73 @@ def read_settings(root: Path | str) -> Settings:
         _positive_int(value, f"[speed] {key}", where)
     if seeds > max_cells:  # checked before any seed list is built: a huge count must not hang the load
         raise StudyError(f"{where}: seeds = {seeds} is over max_cells = {max_cells}; raise max_cells to go on")
+    schedules, cfgs, models = _schedules(data, where), _cfgs(data, where), _models(data, where)
+    for axis, values in (("schedules", schedules), ("cfg", cfgs), ("models", models)):
+        if len(values) > max_cells:  # before any cell is counted: a huge list must not hang the load
+            raise StudyError(f"{where}: {axis} has {len(values)} values, over max_cells = {max_cells}")
     return Settings(
-        root=root, title=title, description=_string(data, "description", where, default=""), model=model,
+        root=root, title=title, description=_string(data, "description", where, default=""),
+        model=models[0] if models else model,
         samplers=samplers, steps=steps, seeds=seeds, negative_prompt=negative, reference_sampler=reference,
         reference_sampler_set="reference_sampler" in data, reference_steps=reference_steps, max_cells=max_cells,
-        max_pixels=max_pixels, tables=tables,
+        max_pixels=max_pixels, tables=tables, schedules=schedules, cfgs=cfgs, models=models,
     )
+
+
+def _list(data: dict[str, Any], key: str, where: str, what: str) -> list[Any] | None:
+    if key not in data:
+        return None
+    value = data[key]
+    if not isinstance(value, list) or not value:
+        raise StudyError(f"{where}: {key} must be a non-empty list of {what}")
+    return value
+
+
+def _schedules(data: dict[str, Any], where: str) -> tuple[str, ...]:
+    """`schedules = ["default", "karras", ...]`: each a name of samplers.SCHEDULES or its web UI label."""
+    value = _list(data, "schedules", where, "schedule names")
+    if value is None:
+        return (DEFAULT_SCHEDULE,)
+    names = []
+    for item in value:
+        if not isinstance(item, str):
+            raise StudyError(f"{where}: schedules must be names, got {item!r}")
+        try:
+            names.append(get_schedule(item))
+        except SamplerError as exc:
+            raise StudyError(f"{where}: schedules: {exc}") from None
+    return tuple(dict.fromkeys(names))
+
+
+def _cfgs(data: dict[str, Any], where: str) -> tuple[float, ...]:
+    """`cfg = [3, 7.5, 12]`: CFG scales, numbers > 0 (finite), overriding every topic's -C."""
+    value = _list(data, "cfg", where, "numbers")
+    if value is None:
+        return ()
+    for item in value:
+        if not isinstance(item, int | float) or isinstance(item, bool):
+            raise StudyError(f"{where}: cfg must be a list of numbers, got {item!r}")
+        if not 0 < item < float("inf"):
+            raise StudyError(f"{where}: cfg values must be > 0, got {item!r}")
+    return tuple(dict.fromkeys(float(v) for v in value))
+
+
+def _models(data: dict[str, Any], where: str) -> tuple[str, ...]:
+    """`models = [...]`: model specs (as `model`), each once; not together with `model`."""
+    value = _list(data, "models", where, "model specs")
+    if value is None:
+        return ()
+    if "model" in data:
+        raise StudyError(f"{where}: give model or models, not both")
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise StudyError(f"{where}: models must be non-empty strings, got {item!r}")
+    seen: set[str] = set()
+    for item in value:
+        if item in seen:
+            raise StudyError(f"{where}: models lists {item!r} twice")
+        seen.add(item)
+    return tuple(value)
 
 
 def read_topic_text(path: Path) -> str:
