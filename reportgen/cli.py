@@ -453,12 +453,14 @@ def image(
     executor: Annotated[str, typer.Option("--executor", help="pipeline (diffusers' own call) or batched (a batch "
                                           "of one lane: on a CPU the bits of the cell in any batched render)")]
     = "pipeline",
+    schedule: Annotated[str, typer.Option("--schedule", help="The sigma schedule: default (the sampler's own), "
+                                          "karras, exponential, beta or trailing (web UI labels too).")] = "default",
 ) -> None:
     """Render one image from a prompt in the guide's syntax (defaults: -s50, -A k_lms)."""
     from reportgen.render import jobs as workflow
 
     path = workflow.render_one(prompt, out, model=model, model_config=model_config, device=device, dtype=dtype,
-                               executor=executor)
+                               executor=executor, schedule=schedule)
     typer.echo(str(path))
 
 

@@ -173,10 +173,10 @@ SAMPLERS: tuple[Sampler, ...] = (
     # Noise Schedules and Sample Steps are Flawed), whose first step starts at the last timestep.
     Sampler("ddim_trailing", "DDIM trailing", "DDIMScheduler",
             {**_TRAILING, "clip_sample": False, "set_alpha_to_one": False}, ui="DDIM",
-            paper="DDIM with trailing spacing, Lin et al. 2023"),
+            paper="DDIM with trailing spacing, Lin et al. 2023", preset=("ddim", "trailing")),
     Sampler("plms_trailing", "PLMS trailing", "PNDMScheduler",
             {**_TRAILING, "skip_prk_steps": True, "set_alpha_to_one": False}, calls="n+1", order=4, ui="PLMS",
-            paper="PLMS with trailing spacing, Lin et al. 2023"),
+            paper="PLMS with trailing spacing, Lin et al. 2023", preset=("plms", "trailing")),
     # Flow matching (SD3, FLUX.1): the same solvers on a rectified flow, with the model's shifted sigmas.
     Sampler("flow_euler", "Flow Euler", "FlowMatchEulerDiscreteScheduler", predictions=_FLOW,
             aliases=("Euler (flow)",), paper="Esser et al. 2024, Scaling Rectified Flow Transformers (SD3), Euler"),

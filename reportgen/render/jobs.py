@@ -27,7 +27,7 @@ from reportgen.render.plan import (
 )
 from reportgen.render.shards import Shard, shard_work
 from reportgen.render.store import Store, atomic_write, check_atomic, encode_png
-from reportgen.samplers import get_sampler
+from reportgen.samplers import DEFAULT_SCHEDULE, get_sampler, get_schedule, resolve
 from reportgen.study.load import Study, load_study
 from reportgen.study.prompt import parse_prompt
 
@@ -165,12 +165,15 @@ def check_run_options(job: RenderJob, executor: str, compile: bool) -> None:
 
 
 def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Path | None = None,
-               device: str | None = None, dtype: str | None = None, executor: str = "pipeline") -> Path:
+               device: str | None = None, dtype: str | None = None, executor: str = "pipeline",
+               schedule: str = DEFAULT_SCHEDULE) -> Path:
     """Render one image from a prompt in the guide's syntax to `out`, with its parameters embedded; `executor`
-    batched renders it as a batch of one lane, which on a CPU gives the bits of any batched render of it."""
+    batched renders it as a batch of one lane, which on a CPU gives the bits of any batched render of it. A preset
+    sampler (dpmpp_2m_karras) is its solver with its schedule; `schedule` gives another."""
     if executor not in EXECUTORS:
         raise ReportgenError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
     prompt = parse_prompt(command)
+    schedule = get_schedule(schedule)
     if prompt.sampler is not None:
         get_sampler(prompt.sampler)  # an unknown name is refused before the model is looked for
     if out.suffix.lower() != ".png":
@@ -180,17 +183,22 @@ def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Pa
     if prompt.width * prompt.height > MAX_PIXELS:  # a study can raise this limit (max_pixels); one image cannot
         raise ReportgenError(f"{prompt.width}x{prompt.height} is over the limit of {MAX_PIXELS} pixels per image")
     info = resolve_model(model, model_config)
+    sampler, schedule = resolve(prompt.sampler or adapter(info.family).default_sampler, schedule)
+    why = sampler.takes(schedule)
+    if why is not None:
+        raise ReportgenError(f"sampler {sampler.name} cannot take schedule {schedule}: {why}")
     prompt = prompt.with_(seed=0 if prompt.seed is None else prompt.seed, steps=prompt.steps or 50,
-                          sampler=get_sampler(prompt.sampler or adapter(info.family).default_sampler).name)
+                          sampler=sampler.name)
     assert prompt.sampler is not None and prompt.steps is not None and prompt.seed is not None
-    check_steps(prompt.sampler, prompt.steps, info)  # the 10,000 ceiling, and what the sampler's scheduler accepts
+    check_steps(prompt.sampler, prompt.steps, info, schedule)  # the 10,000 ceiling, what the scheduler accepts
     device, dtype = pick_device(device, dtype, adapter(info.family).half_dtype)
     environment = runtime_environment(info, device, dtype)
-    key = cell_key(environment, scheduler_config(prompt.sampler, info.scheduler_config), prompt, prompt.sampler,
-                   prompt.steps)
+    key = cell_key(environment, scheduler_config(prompt.sampler, info.scheduler_config, schedule), prompt,
+                   prompt.sampler, prompt.steps, schedule)
     cell = Cell(topic="", seed_index=0, seed=prompt.seed, sampler=prompt.sampler, steps=prompt.steps,
                 text=prompt.text, negative=prompt.negative, width=prompt.width, height=prompt.height,
-                cfg=prompt.cfg, key=key, nfe=get_sampler(prompt.sampler).nfe(prompt.steps))
+                cfg=prompt.cfg, key=key, nfe=get_sampler(prompt.sampler).nfe(prompt.steps), schedule_type=schedule,
+                model=info.spec)
     pipe = load_pipeline(info, device, dtype)
     output = next(iter(EXECUTORS[executor](pipe, info, [cell])))
     if output.error:

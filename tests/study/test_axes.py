@@ -117,3 +117,19 @@ def test_a_schedule_reaches_the_scheduler(tmp_path: Path) -> None:
     assert len({tuple(v) for v in sigmas.values()}) == 4
     ddim = get_sampler("ddim").make_scheduler(SD1_SCHEDULER, "trailing")
     assert ddim.config.timestep_spacing == "trailing" and ddim.config.steps_offset == 0
+
+
+def test_a_preset_builds_the_scheduler_of_its_solver_with_its_schedule() -> None:
+    """dpmpp_2m_karras, ddim_trailing and plms_trailing are their solver with a schedule, config for config: so a
+    (solver, schedule) cell may share the preset's key (render/plan.py cell_key)."""
+    from reportgen.models.configs import SD1_SCHEDULER
+    from reportgen.samplers import SAMPLERS, get_sampler
+
+    presets = [s for s in SAMPLERS if s.preset is not None]
+    assert {s.name for s in presets} == {"dpmpp_2m_karras", "ddim_trailing", "plms_trailing"}
+    for preset in presets:
+        assert preset.preset is not None
+        solver, schedule = preset.preset
+        ours = dict(preset.make_scheduler(SD1_SCHEDULER).config)
+        theirs = dict(get_sampler(solver).make_scheduler(SD1_SCHEDULER, schedule).config)
+        assert ours == theirs and type(ours) is type(theirs), preset.name
