@@ -326,14 +326,20 @@ def analyze(
     from reportgen.measure.exports import fits_records
     from reportgen.render import jobs as workflow
 
-    job = workflow.prepare_render(study, model=model, model_config=model_config, device=device, dtype=dtype,
-                                  store=store)
-    result = measure(job.study, job.store, job.plan.cells, job.model.scheduler_config)
+    jobs = workflow.prepare_renders(study, model=model, model_config=model_config, device=device, dtype=dtype,
+                                    store=store)
+    job = jobs[0]  # a study with `models`: every model's cells, measured each against its own references
+    result = measure(job.study, job.store, [c for j in jobs for c in j.plan.cells], job.model.scheduler_config)
     typer.echo(f"{len(result.cells)} cells measured ({result.missing} not rendered), {result.computed} distances "
                f"computed, {result.cached} cached; thresholds on {result.thresholds.metric} distance: indicator "
                f"{result.thresholds.indicator:g}, converged {result.thresholds.converged:g}", err=True)
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
+    if result.axes:
+        from reportgen.measure.axes import compare_axes
+
+        for comparison in compare_axes(result):
+            typer.echo(f"finding: {comparison.text}", err=True)
     _echo_unverified(job.store.damaged, study)
     for line in _damage_lines(job.store.damaged, "left out (counted as not rendered); `reportgen render` renders "
                               "them again"):
@@ -348,12 +354,14 @@ def analyze(
         typer.echo(json.dumps({"cells": len(result.cells), "missing": result.missing, "computed": result.computed,
                                "cached": result.cached, "fits": fits}))
         return
-    table = Table("topic", "sampler", "indicator: steps (calls)", "converged: steps (calls)",
+    axes = [a for a in ("model", "schedule", "cfg") if a in result.axes]
+    table = Table("topic", "sampler", *axes, "indicator: steps (calls)", "converged: steps (calls)",
                   "to the reference: steps (calls)", "exponent (expected), fit range", "status")
     for f in fits:
         exponent = "-" if f["exponent"] is None else \
             f"{f['exponent']:.2f} ({f['expected_exponent']}), {f['fit_steps'][0]}-{f['fit_steps'][-1]} steps"
-        table.add_row(f["topic"], f["label"], _steps_calls(f, "indicator"), _steps_calls(f, "converged"),
+        table.add_row(f["topic"], f["label"], *(f"{f[a]:g}" if a == "cfg" else str(f[a]) for a in axes),
+                      _steps_calls(f, "indicator"), _steps_calls(f, "converged"),
                       _steps_calls(f, "reference_converged"),
                       exponent if f["exponent"] is not None else f["fit_note"] or "-", f["status"])
     Console(width=160).print(table)

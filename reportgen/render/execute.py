@@ -95,7 +95,8 @@ class _StoreWriter:
             self.pool.shutdown(wait=True)  # even on an error: writes already started finish whole
 
 
-def _schedule(pipe: Any, cell: Cell, model: ModelInfo, known: dict[tuple[str, str, int, int, int], Schedule]) -> Schedule:
+def _schedule(pipe: Any, cell: Cell, model: ModelInfo,
+              known: dict[tuple[str, str, int, int, int], Schedule]) -> Schedule:
     """The cell's schedule facts, from a scheduler set up exactly as its lane's (render/batched.lane_scheduler)."""
     what = (cell.sampler, cell.schedule_type, cell.steps, cell.width, cell.height)
     if what not in known:

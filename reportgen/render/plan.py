@@ -271,8 +271,10 @@ def plan(study: Study, model: ModelInfo, device: str, dtype: str, store: Store, 
     for topic in study.topics:
         if any(c.reference and c.topic == topic.slug for c in cells):
             _check_reference_steps(study, topic, model)
-    seen: set[str] = set()  # a lane equal to a preset's lane (dpmpp_2m + karras beside dpmpp_2m_karras): once
-    cells = [c for c in cells if not (c.key in seen or seen.add(c.key))]
+    unique: dict[str, Cell] = {}  # a lane equal to a preset's (dpmpp_2m + karras beside dpmpp_2m_karras): once
+    for cell in cells:
+        unique.setdefault(cell.key, cell)
+    cells = list(unique.values())
     cached = tuple(c for c in cells if store.has(c.key))
     cached_keys = {c.key for c in cached}
     return Plan(tuple(cells), cached, tuple(c for c in cells if c.key not in cached_keys), environment,
