@@ -133,3 +133,22 @@ def test_a_preset_builds_the_scheduler_of_its_solver_with_its_schedule() -> None
         ours = dict(preset.make_scheduler(SD1_SCHEDULER).config)
         theirs = dict(get_sampler(solver).make_scheduler(SD1_SCHEDULER, schedule).config)
         assert ours == theirs and type(ours) is type(theirs), preset.name
+
+
+@pytest.mark.parametrize(("guide", "cells"), [
+    # 5 samplers x 4 schedules (each takes every one) x 33 step counts (people runs to 700) x 3 seeds + 15 references
+    ("guide-schedules", 20 * 33 * 3 + 15),
+    # 2 samplers x 3 cfg values x 33 x 3 seeds + a reference per topic, seed and cfg value
+    ("guide-cfg", 6 * 33 * 3 + 5 * 3 * 3),
+])
+def test_the_guides_axis_studies_are_ready_to_render(tmp_path: Path, capsys, monkeypatch, guide: str,
+                                                     cells: int) -> None:
+    """docs/guide-schedules and docs/guide-cfg plan (on the tiny model in place of SD 1.5's weights), with no cell
+    skipped, writing nothing."""
+    from conftest import ROOT
+
+    code, err = run_main(capsys, monkeypatch, "render", ROOT / "docs" / guide, "--model", "tiny", "--dry-run",
+                         "--store", tmp_path / "store")
+    assert code == 0, err
+    assert f"{cells} cells: 0 cached, {cells} to render" in err and "skipped" not in err
+    assert not (tmp_path / "store").exists()
