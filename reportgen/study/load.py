@@ -145,7 +145,8 @@ def load_study(root: Path | str) -> Study:
     cells = sum(topic_cells(settings, t) for t in topics)
     if cells > settings.max_cells:
         axes = "".join(f" x {n} {axis}s" for axis, n in settings.axes().items())
-        raise StudyError(f"{root / 'study.toml'}: the study has {cells} cells (samplers x steps x seeds{axes}), over "
+        counted = f" (samplers x steps x seeds{axes})" if axes else ""  # without axes: the line it always was
+        raise StudyError(f"{root / 'study.toml'}: the study has {cells} cells{counted}, over "
                          f"max_cells = {settings.max_cells}; raise it to go on")
     return Study(**vars(settings), topics=tuple(topics))
 

@@ -108,8 +108,10 @@ def test_findings_compare_schedules_and_cfg_values_from_the_fits(axes_site: tupl
                 continue
             assert len(lines) == 1, (head, lines)
             if both:
-                a, b = sorted(x for x, _ in both)[(len(both) - 1) // 2], sorted(y for _, y in both)[(len(both) - 1) // 2]
-                assert (f"at {a} steps" in lines[0]) and (f"instead of {b}" in lines[0] if a != b else "as " in lines[0])
+                middle = (len(both) - 1) // 2  # median_low
+                a, b = sorted(x for x, _ in both)[middle], sorted(y for _, y in both)[middle]
+                assert f"at {a} steps" in lines[0]
+                assert (f"instead of {b}" in lines[0]) if a != b else (f"at {a} steps (median), as " in lines[0])
                 same = sum(x == y for x, y in both)
                 assert f"the same on {same} of the" in lines[0]
             stated += 1
