@@ -404,8 +404,17 @@ def verify(
     from reportgen.measure.verify import verify_and_repair
     from reportgen.render import jobs as workflow
 
-    job = workflow.prepare_render(study, model=model, model_config=model_config, device=device, dtype=dtype,
-                                  store=store)
+    jobs = workflow.prepare_renders(study, model=model, model_config=model_config, device=device, dtype=dtype,
+                                    store=store)
+    if repair and len(jobs) > 1:
+        raise ReportgenError(f"--repair renders with one model; this study has {len(jobs)} (models): give --model")
+    job = jobs[0]
+    if len(jobs) > 1:  # every model's cells are the study's: none of them is an orphan to prune
+        from dataclasses import replace
+
+        cells = tuple(c for j in jobs for c in j.plan.cells)
+        job = replace(job, plan=replace(job.plan, cells=cells, cached=tuple(c for j in jobs for c in j.plan.cached),
+                                        to_render=tuple(c for j in jobs for c in j.plan.to_render)))
     if repair:
         workflow.check_run_options(job, executor, False)
     report = verify_and_repair(job, repair=repair, prune=prune, executor=executor, batch_size=batch_size)

@@ -73,3 +73,17 @@ def test_a_model_that_cannot_take_a_sampler_stops_the_plan_before_anything_rende
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "sampler k_euler cannot run on" in err and "flow_euler" in err
     assert sorted(study.rglob("*")) == before  # tiny's cells were not rendered first
+
+
+def test_verify_counts_every_models_cells(tmp_path: Path, capsys, monkeypatch) -> None:
+    """verify --prune of a study with `models` keeps every model's cells (none is an orphan); --repair, which renders
+    with one model, asks for --model."""
+    study = models_study(tmp_path / "s", '["tiny", "tiny-sd2-v"]')
+    assert run_main(capsys, monkeypatch, "render", study, "--device", "cpu")[0] == 0
+    before = sorted(p.name for p in (study / "store").rglob("*.png"))
+    code, err = run_main(capsys, monkeypatch, "verify", study, "--prune")
+    assert code == 0, err
+    assert "4 cells: 4 " in err and " 0 orphaned" in err, err
+    assert sorted(p.name for p in (study / "store").rglob("*.png")) == before
+    code, err = run_main(capsys, monkeypatch, "verify", study, "--repair")
+    assert code == 2 and "give --model" in err, err
