@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from reportgen.errors import PromptError, ReportgenError, SamplerError, StudyError
-from reportgen.samplers import DEFAULT_SCHEDULE, get_sampler, get_schedule
+from reportgen.samplers import get_sampler
+from reportgen.study.axes import read_cfgs, read_models, read_schedules
 from reportgen.study.prompt import MAX_SEED, Prompt, parse_prompt
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -209,7 +210,7 @@ def read_settings(root: Path | str) -> Settings:
         _positive_int(value, f"[speed] {key}", where)
     if seeds > max_cells:  # checked before any seed list is built: a huge count must not hang the load
         raise StudyError(f"{where}: seeds = {seeds} is over max_cells = {max_cells}; raise max_cells to go on")
-    schedules, cfgs, models = _schedules(data, where), _cfgs(data, where), _models(data, where)
+    schedules, cfgs, models = read_schedules(data, where), read_cfgs(data, where), read_models(data, where)
     for axis, values in (("schedules", schedules), ("cfg", cfgs), ("models", models)):
         if len(values) > max_cells:  # before any cell is counted: a huge list must not hang the load
             raise StudyError(f"{where}: {axis} has {len(values)} values, over max_cells = {max_cells}")
@@ -220,62 +221,6 @@ def read_settings(root: Path | str) -> Settings:
         reference_sampler_set="reference_sampler" in data, reference_steps=reference_steps, max_cells=max_cells,
         max_pixels=max_pixels, tables=tables, schedules=schedules, cfgs=cfgs, models=models,
     )
-
-
-def _list(data: dict[str, Any], key: str, where: str, what: str) -> list[Any] | None:
-    if key not in data:
-        return None
-    value = data[key]
-    if not isinstance(value, list) or not value:
-        raise StudyError(f"{where}: {key} must be a non-empty list of {what}")
-    return value
-
-
-def _schedules(data: dict[str, Any], where: str) -> tuple[str, ...]:
-    """`schedules = ["default", "karras", ...]`: each a name of samplers.SCHEDULES or its web UI label."""
-    value = _list(data, "schedules", where, "schedule names")
-    if value is None:
-        return (DEFAULT_SCHEDULE,)
-    names = []
-    for item in value:
-        if not isinstance(item, str):
-            raise StudyError(f"{where}: schedules must be names, got {item!r}")
-        try:
-            names.append(get_schedule(item))
-        except SamplerError as exc:
-            raise StudyError(f"{where}: schedules: {exc}") from None
-    return tuple(dict.fromkeys(names))
-
-
-def _cfgs(data: dict[str, Any], where: str) -> tuple[float, ...]:
-    """`cfg = [3, 7.5, 12]`: CFG scales, numbers > 0 (finite), overriding every topic's -C."""
-    value = _list(data, "cfg", where, "numbers")
-    if value is None:
-        return ()
-    for item in value:
-        if not isinstance(item, int | float) or isinstance(item, bool):
-            raise StudyError(f"{where}: cfg must be a list of numbers, got {item!r}")
-        if not 0 < item < float("inf"):
-            raise StudyError(f"{where}: cfg values must be > 0, got {item!r}")
-    return tuple(dict.fromkeys(float(v) for v in value))
-
-
-def _models(data: dict[str, Any], where: str) -> tuple[str, ...]:
-    """`models = [...]`: model specs (as `model`), each once; not together with `model`."""
-    value = _list(data, "models", where, "model specs")
-    if value is None:
-        return ()
-    if "model" in data:
-        raise StudyError(f"{where}: give model or models, not both")
-    for item in value:
-        if not isinstance(item, str) or not item.strip():
-            raise StudyError(f"{where}: models must be non-empty strings, got {item!r}")
-    seen: set[str] = set()
-    for item in value:
-        if item in seen:
-            raise StudyError(f"{where}: models lists {item!r} twice")
-        seen.add(item)
-    return tuple(value)
 
 
 def read_topic_text(path: Path) -> str:
