@@ -181,7 +181,7 @@ def render(
     """Render every cell of the study's topic x sampler x steps matrices that is not stored yet."""
     from reportgen.render import jobs as workflow
     from reportgen.render import launch as launching
-    from reportgen.render.shards import parse_shard, shard_work
+    from reportgen.render.shards import parse_shard
 
     launched = launching.from_environment()
     if launched is not None and shard is not None:
@@ -192,17 +192,39 @@ def render(
     the_shard = launched.shard if launched is not None else parse_shard(shard) if shard is not None else None
     device = launching.launch_device(launched, device) if launched is not None else device
     speak = launched is None or launched.main  # under a launcher only rank 0 prints, but for errors
+    jobs = workflow.prepare_renders(study, topics=topic or (), samplers=sampler or (), steps=steps or (),
+                                    model=model, model_config=model_config, device=device, dtype=dtype, store=store)
+    if len(jobs) > 1 and the_shard is not None:
+        raise ReportgenError(f"--shard takes one model; this study renders {len(jobs)} (models): give --model")
+    for job in jobs:
+        workflow.check_run_options(job, executor, compile)  # every model's, before any renders
+    failed = False
+    for job in jobs:
+        failed |= _render_job(job, study, executor, batch_size, compile, dry_run, as_json, the_shard, reshard,
+                              launched, speak)
+    if failed:
+        raise typer.Exit(1)
+    if not dry_run and speak:
+        typer.echo(f"next: reportgen build {shlex.quote(str(study))} --out {shlex.quote(str(study / 'site'))}",
+                   err=True)
+
+
+def _render_job(job: Any, study: Path, executor: str, batch_size: int | None, compile: bool, dry_run: bool,
+                as_json: bool, the_shard: Any, reshard: bool, launched: Any, speak: bool) -> bool:
+    """Render (or with dry_run, plan) one model's cells of the study; whether any failed."""
+    from reportgen.render import jobs as workflow
+    from reportgen.render import launch as launching
+    from reportgen.render.shards import shard_work
 
     def say(text: str) -> None:
         if speak:
             typer.echo(text, err=True)
 
-    job = workflow.prepare_render(study, topics=topic or (), samplers=sampler or (), steps=steps or (), model=model,
-                                  model_config=model_config, device=device, dtype=dtype, store=store)
-    workflow.check_run_options(job, executor, compile)
     plan = job.plan
     say(f"{len(plan.cells)} cells: {len(plan.cached)} cached, {len(plan.to_render)} to render "
         f"({plan.nfe_to_run} model calls) with {job.model.spec} on {job.device}/{job.dtype}")
+    if plan.skipped:
+        say(plan.skipped)
     if speak:
         _echo_notes(job)
     damaged = dict(job.store.damaged)  # what planning found damaged: those cells are rendered again
@@ -222,7 +244,7 @@ def render(
                        "shard_loads": list(work.loads), "shard_cells": [c.key for c in work.cells]}
         if as_json and speak:
             typer.echo(json.dumps(counts))
-        return
+        return False
     todo = plan.to_render if the_shard is None else shard_work(plan.cells, plan.to_render, job.store, the_shard,
                                                                reshard=reshard, write=False).cells
     result, grids = _with_progress(len(todo), sum(c.nfe for c in todo),
@@ -233,9 +255,7 @@ def render(
         for cell, why in result.failed:
             typer.echo(f"failed: shard {result.shard}: {cell.topic} seed {cell.seed} {cell.sampler} {cell.steps} "
                        f"steps: {why}", err=True)
-        if result.failed:
-            raise typer.Exit(1)
-        return
+        return bool(result.failed)
     if shards:  # rank 0 speaks for every shard, and draws the grids of every topic now complete
         grids = workflow.final_grids(job)
         say(f"{len(shards)} shards: rendered {sum(s['rendered'] for s in shards)}, failed "
@@ -260,9 +280,9 @@ def render(
         if shards:
             summary |= {"shards": shards}
         typer.echo(json.dumps(summary))
-    if result.failed or any(s["failed"] for s in shards):
-        raise typer.Exit(1)
-    typer.echo(f"next: reportgen build {shlex.quote(str(study))} --out {shlex.quote(str(study / 'site'))}", err=True)
+    return bool(result.failed or any(s["failed"] for s in shards))
+
+
 
 
 def _shard_summary(result: Any) -> dict[str, Any]:
@@ -306,14 +326,20 @@ def analyze(
     from reportgen.measure.exports import fits_records
     from reportgen.render import jobs as workflow
 
-    job = workflow.prepare_render(study, model=model, model_config=model_config, device=device, dtype=dtype,
-                                  store=store)
-    result = measure(job.study, job.store, job.plan.cells, job.model.scheduler_config)
+    jobs = workflow.prepare_renders(study, model=model, model_config=model_config, device=device, dtype=dtype,
+                                    store=store)
+    job = jobs[0]  # a study with `models`: every model's cells, measured each against its own references
+    result = measure(job.study, job.store, [c for j in jobs for c in j.plan.cells], job.model.scheduler_config)
     typer.echo(f"{len(result.cells)} cells measured ({result.missing} not rendered), {result.computed} distances "
                f"computed, {result.cached} cached; thresholds on {result.thresholds.metric} distance: indicator "
                f"{result.thresholds.indicator:g}, converged {result.thresholds.converged:g}", err=True)
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
+    if result.axes:
+        from reportgen.measure.axes import compare_axes
+
+        for comparison in compare_axes(result):
+            typer.echo(f"finding: {comparison.text}", err=True)
     _echo_unverified(job.store.damaged, study)
     for line in _damage_lines(job.store.damaged, "left out (counted as not rendered); `reportgen render` renders "
                               "them again"):
@@ -328,12 +354,14 @@ def analyze(
         typer.echo(json.dumps({"cells": len(result.cells), "missing": result.missing, "computed": result.computed,
                                "cached": result.cached, "fits": fits}))
         return
-    table = Table("topic", "sampler", "indicator: steps (calls)", "converged: steps (calls)",
+    axes = [a for a in ("model", "schedule", "cfg") if a in result.axes]
+    table = Table("topic", "sampler", *axes, "indicator: steps (calls)", "converged: steps (calls)",
                   "to the reference: steps (calls)", "exponent (expected), fit range", "status")
     for f in fits:
         exponent = "-" if f["exponent"] is None else \
             f"{f['exponent']:.2f} ({f['expected_exponent']}), {f['fit_steps'][0]}-{f['fit_steps'][-1]} steps"
-        table.add_row(f["topic"], f["label"], _steps_calls(f, "indicator"), _steps_calls(f, "converged"),
+        table.add_row(f["topic"], f["label"], *(f"{f[a]:g}" if a == "cfg" else str(f[a]) for a in axes),
+                      _steps_calls(f, "indicator"), _steps_calls(f, "converged"),
                       _steps_calls(f, "reference_converged"),
                       exponent if f["exponent"] is not None else f["fit_note"] or "-", f["status"])
     Console(width=160).print(table)
@@ -376,8 +404,17 @@ def verify(
     from reportgen.measure.verify import verify_and_repair
     from reportgen.render import jobs as workflow
 
-    job = workflow.prepare_render(study, model=model, model_config=model_config, device=device, dtype=dtype,
-                                  store=store)
+    jobs = workflow.prepare_renders(study, model=model, model_config=model_config, device=device, dtype=dtype,
+                                    store=store)
+    if repair and len(jobs) > 1:
+        raise ReportgenError(f"--repair renders with one model; this study has {len(jobs)} (models): give --model")
+    job = jobs[0]
+    if len(jobs) > 1:  # every model's cells are the study's: none of them is an orphan to prune
+        from dataclasses import replace
+
+        cells = tuple(c for j in jobs for c in j.plan.cells)
+        job = replace(job, plan=replace(job.plan, cells=cells, cached=tuple(c for j in jobs for c in j.plan.cached),
+                                        to_render=tuple(c for j in jobs for c in j.plan.to_render)))
     if repair:
         workflow.check_run_options(job, executor, False)
     report = verify_and_repair(job, repair=repair, prune=prune, executor=executor, batch_size=batch_size)
@@ -433,12 +470,14 @@ def image(
     executor: Annotated[str, typer.Option("--executor", help="pipeline (diffusers' own call) or batched (a batch "
                                           "of one lane: on a CPU the bits of the cell in any batched render)")]
     = "pipeline",
+    schedule: Annotated[str, typer.Option("--schedule", help="The sigma schedule: default (the sampler's own), "
+                                          "karras, exponential, beta or trailing (web UI labels too).")] = "default",
 ) -> None:
     """Render one image from a prompt in the guide's syntax (defaults: -s50, -A k_lms)."""
     from reportgen.render import jobs as workflow
 
     path = workflow.render_one(prompt, out, model=model, model_config=model_config, device=device, dtype=dtype,
-                               executor=executor)
+                               executor=executor, schedule=schedule)
     typer.echo(str(path))
 
 

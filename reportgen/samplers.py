@@ -41,6 +41,9 @@ class Sampler:
     ui: str = ""  # the web UIs' name for this solver when it is not the first alias (its schedule aside)
     predictions: tuple[str, ...] = ("epsilon", "v_prediction")
     base: str = "model"  # how the model's scheduler config becomes this scheduler's: a key of _BASES
+    # A preset (dpmpp_2m_karras): another sampler with a schedule of its own, named so before schedules were an
+    # axis; its cells keep the keys they had, and a (solver, schedule) cell equal to it shares them (render/plan.py).
+    preset: tuple[str, str] | None = None
 
     @property
     def flow(self) -> bool:
@@ -61,13 +64,33 @@ class Sampler:
         """The config this sampler's scheduler is built from (before its overrides), from the model's."""
         return _BASES[self.base](model_config)
 
-    def make_scheduler(self, base_config: dict[str, Any]) -> Any:
-        """A fresh diffusers scheduler for this sampler, from a model's scheduler config."""
+    def takes(self, schedule: str) -> str | None:
+        """Why this sampler cannot take `schedule` (a name of SCHEDULES), or None when it can."""
+        entry = SCHEDULES[schedule]
+        if schedule == DEFAULT_SCHEDULE:
+            return None
+        if self.preset is not None:
+            return f"{self.name} has a schedule of its own ({self.preset[1]})"
+        if self.flow:
+            return "flow samplers take the model's own shifted sigmas only"
+        if entry.flag != "timestep_spacing" and self.scheduler not in SIGMA_SCHEDULERS:
+            return f"{self.scheduler} takes no {entry.flag}"
+        return None
+
+    def schedule_overrides(self, schedule: str = "default") -> dict[str, Any]:
+        """This sampler's config overrides with `schedule`'s on top (refused if it cannot take it)."""
+        why = self.takes(schedule)
+        if why is not None:
+            raise SamplerError(f"sampler {self.name} cannot take schedule {schedule}: {why}")
+        return {**self.overrides, **SCHEDULES[schedule].overrides}
+
+    def make_scheduler(self, base_config: dict[str, Any], schedule: str = "default") -> Any:
+        """A fresh diffusers scheduler for this sampler (with `schedule`), from a model's scheduler config."""
         # Building some schedulers costs far more than copying one (KDPM2: about 180 ms, mostly in
         # from_config), and every cell needs its own: copy a fresh instance built once per config.
         config = self.base_config(base_config)
         return copy.deepcopy(_template(self.scheduler, json.dumps(config, sort_keys=True, default=str),
-                                       json.dumps(self.overrides, sort_keys=True)))
+                                       json.dumps(self.schedule_overrides(schedule), sort_keys=True)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -134,10 +157,12 @@ SAMPLERS: tuple[Sampler, ...] = (
     Sampler("dpmpp_2m", "DPM++ 2M", "DPMSolverMultistepScheduler",
             {**_K, "algorithm_type": "dpmsolver++", "solver_order": 2}, order=2,
             aliases=("DPM++ 2M", "k_dpmpp_2m"), paper="Lu et al. 2022, DPM-Solver++"),
+    # dpmpp_2m with the karras schedule, as a sampler of its own: studies and stores made before schedules were
+    # an axis name it so (its overrides are exactly dpmpp_2m's with karras', so it builds the same scheduler).
     Sampler("dpmpp_2m_karras", "DPM++ 2M Karras", "DPMSolverMultistepScheduler",
             {**_K, "algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}, order=2,
             aliases=("DPM++ 2M Karras", "k_dpmpp_2m_karras"), ui="DPM++ 2M",
-            paper="Lu et al. 2022, DPM-Solver++; Karras sigmas"),
+            paper="Lu et al. 2022, DPM-Solver++; Karras sigmas", preset=("dpmpp_2m", "karras")),
     Sampler("dpmpp_2m_sde", "DPM++ 2M SDE", "DPMSolverMultistepScheduler",
             {**_K, "algorithm_type": "sde-dpmsolver++", "solver_order": 2}, ancestral=True,
             # not "DPM++ SDE": in the web UIs that is another, single-step sampler (DPMSolverSDEScheduler)
@@ -148,10 +173,10 @@ SAMPLERS: tuple[Sampler, ...] = (
     # Noise Schedules and Sample Steps are Flawed), whose first step starts at the last timestep.
     Sampler("ddim_trailing", "DDIM trailing", "DDIMScheduler",
             {**_TRAILING, "clip_sample": False, "set_alpha_to_one": False}, ui="DDIM",
-            paper="DDIM with trailing spacing, Lin et al. 2023"),
+            paper="DDIM with trailing spacing, Lin et al. 2023", preset=("ddim", "trailing")),
     Sampler("plms_trailing", "PLMS trailing", "PNDMScheduler",
             {**_TRAILING, "skip_prk_steps": True, "set_alpha_to_one": False}, calls="n+1", order=4, ui="PLMS",
-            paper="PLMS with trailing spacing, Lin et al. 2023"),
+            paper="PLMS with trailing spacing, Lin et al. 2023", preset=("plms", "trailing")),
     # Flow matching (SD3, FLUX.1): the same solvers on a rectified flow, with the model's shifted sigmas.
     Sampler("flow_euler", "Flow Euler", "FlowMatchEulerDiscreteScheduler", predictions=_FLOW,
             aliases=("Euler (flow)",), paper="Esser et al. 2024, Scaling Rectified Flow Transformers (SD3), Euler"),
@@ -164,6 +189,66 @@ SAMPLERS: tuple[Sampler, ...] = (
             predictions=_FLOW, base="flow-solver", aliases=("UniPC (flow)",),
             paper="Zhao et al. 2023, UniPC, on flow sigmas"),
 )
+
+@dataclass(frozen=True)
+class Schedule:
+    """A sigma schedule (the web UIs' `Schedule type`), as the diffusers setting that selects it."""
+
+    name: str
+    label: str  # the web UIs' `Schedule type` label (AUTOMATIC1111 modules/sd_schedulers.py)
+    flag: str  # the diffusers config key it sets
+    overrides: dict[str, Any]
+    paper: str = ""
+
+
+DEFAULT_SCHEDULE = "default"
+SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
+    Schedule(DEFAULT_SCHEDULE, "", "", {}, "the sampler's own (the registry's overrides, the model's config)"),
+    Schedule("karras", "Karras", "use_karras_sigmas", {"use_karras_sigmas": True},
+             "Karras et al. 2022, Elucidating the Design Space, eq. 5 (rho = 7)"),
+    Schedule("exponential", "Exponential", "use_exponential_sigmas", {"use_exponential_sigmas": True},
+             "sigmas evenly spaced in log sigma (k-diffusion get_sigmas_exponential)"),
+    Schedule("beta", "Beta", "use_beta_sigmas", {"use_beta_sigmas": True},
+             "Lee et al. 2024, Beta Sampling is All You Need (alpha = beta = 0.6)"),
+    Schedule("trailing", "SGM Uniform", "timestep_spacing", {"timestep_spacing": "trailing", "steps_offset": 0},
+             "Lin et al. 2023, Common Diffusion Noise Schedules and Sample Steps are Flawed (trailing spacing)"),
+)}
+# The diffusers classes (0.42) whose __init__ takes use_karras_sigmas, use_exponential_sigmas and use_beta_sigmas
+# among the diffusion samplers' (tests/test_samplers.py checks this against diffusers' signatures). DDIM, PNDM and
+# EulerAncestral take none of them; every diffusion sampler's class takes timestep_spacing.
+SIGMA_SCHEDULERS = frozenset({"LMSDiscreteScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",
+                              "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
+                              "DPMSolverMultistepScheduler", "UniPCMultistepScheduler"})
+
+
+def get_schedule(name: str) -> str:
+    """A schedule's name from its name or its web UI label ("Karras", "SGM Uniform", "Automatic": default)."""
+    wanted = _key(str(name))
+    for schedule in SCHEDULES.values():
+        if wanted in (_key(schedule.name), _key(schedule.label)) or (
+                schedule.name == DEFAULT_SCHEDULE and wanted == "automatic"):
+            return schedule.name
+    close = difflib.get_close_matches(str(name).lower(), list(SCHEDULES), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise SamplerError(f"unknown schedule {name!r}{hint} (known: {', '.join(SCHEDULES)})")
+
+
+def resolve(name: str, schedule: str = DEFAULT_SCHEDULE) -> tuple[Sampler, str]:
+    """A (sampler, schedule) pair, a preset's name (dpmpp_2m_karras, "DPM++ 2M Karras") resolved to its solver and
+    schedule: the form `image` and `info` render and reproduce with."""
+    sampler = get_sampler(name)
+    if sampler.preset is not None and schedule == DEFAULT_SCHEDULE:
+        return get_sampler(sampler.preset[0]), sampler.preset[1]
+    return sampler, get_schedule(schedule)
+
+
+def preset_of(sampler: str, schedule: str) -> str | None:
+    """The preset sampler that is `sampler` with `schedule` (dpmpp_2m + karras: dpmpp_2m_karras), or None."""
+    for entry in SAMPLERS:
+        if entry.preset == (sampler, schedule):
+            return entry.name
+    return None
+
 
 GUIDE_SAMPLERS: tuple[str, ...] = ("ddim", "plms", "k_lms", "k_euler", "k_euler_a", "k_heun", "k_dpm_2", "k_dpm_2_a")
 

@@ -11,6 +11,7 @@ docs/measurement.md explains the thresholds and how to read the results.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from reportgen.measure.fits import PRE_ASYMPTOTIC, Fit, FitRange, fit_rate
 from reportgen.render.plan import Cell
 from reportgen.render.schedule import Schedule, schedule
 from reportgen.render.store import Store, StoredCell
-from reportgen.samplers import get_sampler
+from reportgen.samplers import DEFAULT_SCHEDULE, get_sampler
 from reportgen.study.load import Study
 
 # Defaults per metric: (indicator, converged, limit). Starting points, not calibrated on real models;
@@ -68,6 +69,10 @@ class CellMetrics:
     last_sigma: float | None = None
     final_denoise: bool | None = None
     step_problem: str = ""
+    # The axes besides sampler and steps (a lane is model, topic, seed, sampler, schedule, cfg).
+    model: str = ""  # the model's spec in a study with `models`; "" for a study of one model
+    schedule: str = "default"  # a name of samplers.SCHEDULES
+    cfg: float | None = None  # the cell's CFG scale (the topic's -C unless the study has a cfg axis)
 
     def distance(self, metric: str, target: str) -> float | None:
         """The distance on `metric` ("latent"/"ssim") to `target` ("final", "reference" or "previous")."""
@@ -129,6 +134,14 @@ class SamplerSummary:
     differences: tuple[str, ...] = ()  # how its schedule differs from the reference's: causes of a different limit
     budgets: tuple[tuple[int, float | None], ...] = ()  # (model calls, mean over seeds of the distance there)
     final_schedule: Schedule | None = None  # its schedule at its highest step count
+    model: str = ""  # the lane's other axes, as CellMetrics
+    schedule: str = "default"
+    cfg: float | None = None
+
+    @property
+    def variant(self) -> tuple[str, str, float | None]:
+        """Its values of the axes beyond topic and sampler: (model, schedule, cfg)."""
+        return (self.model, self.schedule, self.cfg)
 
     @property
     def converges(self) -> bool:
@@ -173,6 +186,25 @@ class Analysis:
     redone: tuple[str, ...] = ()  # cached distances not used (damaged, or of other files), one line per kind
     reference_steps: tuple[tuple[str, int | None], ...] = ()  # per topic: the reference image's step count
     budgets: tuple[int, ...] = ()  # the model-call budgets the distances are compared at
+    axes: tuple[str, ...] = ()  # the axes the study varies beyond sampler, steps and seed: model, schedule, cfg
+
+    def values(self, axis: str) -> list[Any]:
+        """The values of `axis` ("model", "schedule", "cfg") measured, in study order."""
+        return list(dict.fromkeys(getattr(m, axis) for m in self.cells))
+
+    def view(self, **chosen: Any) -> Analysis:
+        """The analysis of one value of some axes (`schedule="karras"`, `cfg=3.0`, `model="tiny"`): its cells and
+        summaries only, so that what reads one sampler x steps matrix (findings, plots, the site's sections)
+        reads it unchanged. No arguments: all of it."""
+        def keep(x: Any) -> bool:
+            return all(getattr(x, axis) == value for axis, value in chosen.items())
+
+        return dataclasses.replace(self, cells=tuple(m for m in self.cells if keep(m)),
+                                   samplers=tuple(s for s in self.samplers if keep(s)))
+
+    def default_view(self) -> Analysis:
+        """The view a page shows first: each varied axis at its first value (a study without axes: all of it)."""
+        return self.view(**{axis: self.values(axis)[0] for axis in self.axes if axis in ("model", "schedule", "cfg")})
 
     @property
     def reference_label(self) -> str:
@@ -218,8 +250,8 @@ def analyze(study: Study, store: Store, cells: Iterable[Cell],
     thresholds = load_thresholds(study)
     reference = study.reference_sampler
     stored: dict[str, StoredCell] = {}
-    series: dict[tuple[str, int, str], list[Cell]] = {}
-    by_what: dict[tuple[str, int, str, int], Cell] = {}
+    series: dict[Lane, list[Cell]] = {}
+    by_what: dict[tuple[str, int, str, int, str, str, float], Cell] = {}
     missing = 0
     for cell in cells:
         found = store.get(cell.key)
@@ -227,9 +259,10 @@ def analyze(study: Study, store: Store, cells: Iterable[Cell],
             missing += 1
             continue
         stored[cell.key] = found
-        by_what[(cell.topic, cell.seed, cell.sampler, cell.steps)] = cell
+        by_what[(cell.topic, cell.seed, cell.sampler, cell.steps, cell.model, cell.schedule_type, cell.cfg)] = cell
         if not cell.reference:
-            series.setdefault((cell.topic, cell.seed, cell.sampler), []).append(cell)
+            series.setdefault((cell.topic, cell.seed, cell.sampler, cell.model, cell.schedule_type, cell.cfg),
+                              []).append(cell)
     if not series:
         raise StoreError(f"no rendered cells of this study in {store.root}; run `reportgen render` first")
     for group in series.values():
@@ -237,15 +270,17 @@ def analyze(study: Study, store: Store, cells: Iterable[Cell],
 
     ref_steps = {t.slug: study.reference_steps_for(t) for t in study.topics}
     unreferenced: dict[str, str] = {}  # topic -> why it has no reference image
-    ref_facts: dict[str, Schedule | None] = {}  # topic -> the reference image's schedule
+    ref_facts: dict[tuple[str, str, float], Schedule | None] = {}  # (topic, model, cfg) -> the reference's schedule
     cache = DistanceCache(store)
     metrics: list[CellMetrics] = []
     try:
-        for (topic, seed, sampler), group in series.items():
+        for (topic, seed, sampler, model, schedule_type, cfg), group in series.items():
             final = group[-1]
-            ref_cell = _reference_cell(topic, seed, reference, ref_steps.get(topic), series, by_what)
-            if ref_cell is not None and ref_facts.get(topic) is None:
-                ref_facts[topic] = _facts(ref_cell, stored[ref_cell.key].record, scheduler_config)
+            # the reference of a lane: same model, topic, seed and cfg, the reference sampler's own schedule
+            ref_cell = _reference_cell((topic, seed, reference, model, DEFAULT_SCHEDULE, cfg), ref_steps.get(topic),
+                                       series, by_what)
+            if ref_cell is not None and ref_facts.get((topic, model, cfg)) is None:
+                ref_facts[(topic, model, cfg)] = _facts(ref_cell, stored[ref_cell.key].record, scheduler_config)
             if ref_cell is None and topic not in unreferenced:
                 label = get_sampler(reference).label
                 unreferenced[topic] = (f"topic {topic}: the reference ({label} at {ref_steps[topic]} steps) is not "
@@ -274,6 +309,7 @@ def analyze(study: Study, store: Store, cells: Iterable[Cell],
                     last_sigma=facts.last_sigma if facts else None,
                     final_denoise=facts.final_denoise if facts else None,
                     step_problem=facts.step_problem if facts else "",
+                    model=model, schedule=schedule_type, cfg=cfg,
                 ))
     except BaseException:  # Ctrl-C included: an interrupted analyze keeps what it computed
         cache.save()
@@ -288,26 +324,32 @@ def analyze(study: Study, store: Store, cells: Iterable[Cell],
         used[topic] = ref_steps.get(topic) or (max(mine) if mine else None)
     budgets = tuple(sorted({n for t in study.topics for n in t.steps}))
     summaries = []
-    for topic, sampler in dict.fromkeys((m.topic, m.sampler) for m in metrics):
-        rows = [m for m in metrics if m.topic == topic and m.sampler == sampler]
-        summaries.append(summarize(topic, sampler, rows, thresholds, reference, used[topic],
-                                   separate=ref_steps.get(topic) is not None, reference_facts=ref_facts.get(topic),
-                                   budgets=budgets))
+    for lane in dict.fromkeys((m.topic, m.sampler, m.model, m.schedule, m.cfg) for m in metrics):
+        topic, sampler = lane[0], lane[1]
+        rows = [m for m in metrics if (m.topic, m.sampler, m.model, m.schedule, m.cfg) == lane]
+        summary = summarize(topic, sampler, rows, thresholds, reference, used[topic],
+                            separate=ref_steps.get(topic) is not None,
+                            reference_facts=ref_facts.get((topic, lane[2], rows[0].cfg or 0.0)), budgets=budgets)
+        summaries.append(dataclasses.replace(summary, model=lane[2], schedule=lane[3], cfg=lane[4]))
     return Analysis(reference_sampler=reference, thresholds=thresholds, cells=tuple(metrics),
                     samplers=tuple(summaries), missing=missing, computed=cache.computed, cached=cache.hits,
                     notes=tuple(unreferenced.values()), cache_problem=cache_problem,
                     reference_steps=tuple(used.items()), budgets=budgets,
-                    redone=cache.redone())
+                    redone=cache.redone(), axes=tuple(study.axes()))
 
 
-def _reference_cell(topic: str, seed: int, reference: str, steps: int | None,
-                    series: dict[tuple[str, int, str], list[Cell]],
-                    by_what: dict[tuple[str, int, str, int], Cell]) -> Cell | None:
-    """The stored reference image of a topic and seed: the reference sampler at `steps`, or with no separate
-    reference (steps None) the reference sampler's highest step count in the matrix."""
+Lane = tuple[str, int, str, str, str, float]  # (topic, seed, sampler, model, schedule, cfg): a series of steps
+
+
+def _reference_cell(lane: Lane, steps: int | None, series: dict[Lane, list[Cell]],
+                    by_what: dict[tuple[str, int, str, int, str, str, float], Cell]) -> Cell | None:
+    """The stored reference image of a lane's model, topic, seed and cfg (`lane` names the reference sampler at its
+    own schedule): the reference sampler at `steps`, or with no separate reference (steps None) the reference
+    sampler's highest step count in the matrix."""
+    topic, seed, reference, model, schedule_type, cfg = lane
     if steps is not None:
-        return by_what.get((topic, seed, reference, steps))
-    group = series.get((topic, seed, reference))
+        return by_what.get((topic, seed, reference, steps, model, schedule_type, cfg))
+    group = series.get(lane)
     return group[-1] if group else None
 
 

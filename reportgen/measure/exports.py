@@ -40,6 +40,7 @@ def fits_records(analysis: Analysis) -> list[dict[str, Any]]:
         fit, chosen = s.fit, s.fit_range
         records.append({
             "topic": s.topic, "sampler": s.sampler, "label": s.label, "ancestral": s.ancestral,
+            "model": s.model, "schedule": s.schedule, "cfg": s.cfg,  # the lane's other axes
             "order": s.order, "expected_exponent": s.expected_exponent, "expected_note": s.expected_note,
             "exponent": _round(fit.exponent) if fit else None, "coefficient": _round(fit.coefficient) if fit else None,
             "exponent_spread": _round(fit.spread) if fit else None, "spread_kind": fit.spread_kind if fit else None,

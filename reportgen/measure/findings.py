@@ -8,7 +8,7 @@ statement is always one that was rendered. docs/measurement.md, "The index page'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import median_low
 
 from reportgen.measure.analysis import Analysis, SamplerSummary, SeedSummary
@@ -84,7 +84,8 @@ class AtBudget:
 class Finding:
     """One statement of the summary with the facts it is made of (for pages that phrase them their own way)."""
 
-    kind: str  # "seeds", "soonest", "budget", "ancestral", "not_converged", "different_limit", "topic_order"
+    kind: str  # "seeds", "soonest", "budget", "ancestral", "not_converged", "different_limit", "topic_order";
+    # across the axes (measure/axes.py): "schedule", "cfg"
     text: str
     samplers: tuple[str, ...] = ()  # registry names it is about
     topics: tuple[str, ...] = ()  # topics where it holds
@@ -111,7 +112,21 @@ class Findings:
 
 
 def findings(analysis: Analysis) -> Findings:
-    """Derive the index page's statements, tables and suggestions from measured facts only."""
+    """Derive the index page's statements, tables and suggestions from measured facts only: those of one sampler x
+    steps matrix from the default view of a study with more axes (Analysis.default_view), then what the schedules
+    and CFG values change (measure/axes.py)."""
+    if not analysis.axes:
+        return matrix_findings(analysis)
+    from reportgen.measure.axes import compare_axes
+
+    found = matrix_findings(analysis.default_view())
+    across = tuple(Finding(kind=c.axis, text=c.text, samplers=(c.sampler,), topics=c.topics,
+                           seeds=found.seeds) for c in compare_axes(analysis))
+    return replace(found, findings=found.findings + across)
+
+
+def matrix_findings(analysis: Analysis) -> Findings:
+    """The statements, tables and suggestions of one sampler x steps matrix (one value of every other axis)."""
     topics = tuple(analysis.topics())
     names = list(dict.fromkeys(s.sampler for s in analysis.samplers))
     by = {(s.topic, s.sampler): s for s in analysis.samplers}

@@ -130,7 +130,7 @@ def lane_scheduler(pipe: Any, cell: Cell, model: ModelInfo) -> Any:
     """A lane's scheduler with its timesteps set as the family's pipeline sets them, but with all its state on
     the CPU: its step() then reads sigmas and timesteps without waiting for the GPU (DDIM and PNDM index with
     the timestep; the others look up their step index with nonzero())."""
-    scheduler = get_sampler(cell.sampler).make_scheduler(model.scheduler_config)
+    scheduler = get_sampler(cell.sampler).make_scheduler(model.scheduler_config, cell.schedule_type)
     adapter_for_pipeline(pipe).timesteps(pipe, scheduler, cell.steps, cell.width, cell.height)
     return scheduler
 

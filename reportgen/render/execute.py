@@ -95,9 +95,10 @@ class _StoreWriter:
             self.pool.shutdown(wait=True)  # even on an error: writes already started finish whole
 
 
-def _schedule(pipe: Any, cell: Cell, model: ModelInfo, known: dict[tuple[str, int, int, int], Schedule]) -> Schedule:
+def _schedule(pipe: Any, cell: Cell, model: ModelInfo,
+              known: dict[tuple[str, str, int, int, int], Schedule]) -> Schedule:
     """The cell's schedule facts, from a scheduler set up exactly as its lane's (render/batched.lane_scheduler)."""
-    what = (cell.sampler, cell.steps, cell.width, cell.height)
+    what = (cell.sampler, cell.schedule_type, cell.steps, cell.width, cell.height)
     if what not in known:
         from reportgen.render.batched import lane_scheduler
 
@@ -113,7 +114,7 @@ def render(plan: Plan, pipe: Any, model: ModelInfo, store: Store, *, executor: s
     result = RenderResult(cells=len(plan.cells), cached=len(plan.cached))
     start = time.perf_counter()
     half = str(getattr(pipe.vae, "dtype", "")).endswith(("float16", "bfloat16"))
-    schedules: dict[tuple[str, int, int, int], Schedule] = {}
+    schedules: dict[tuple[str, str, int, int, int], Schedule] = {}
     with _StoreWriter(store, result, on_cell) as writer:
         for output in EXECUTORS[executor](pipe, model, plan.to_render, **options):
             result.nfe += output.nfe

@@ -1,10 +1,12 @@
-"""Labelled grid images like the guide's figures: samplers as rows, steps as columns."""
+"""Labelled grid images like the guide's figures: samplers as rows, steps as columns, one per topic, seed and value
+of the other axes (model, schedule, cfg), split into parts where one would be too big."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -75,20 +77,66 @@ def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: 
 GRID_CHUNK = "reportgen-grid"  # a grid PNG's text chunk: the digest of what it shows
 
 
-def write_grids(study: Study, cells: Iterable[Cell], store: Store, out_dir: Path,
-                stored: Collection[str]) -> list[Path]:
-    """One labelled grid PNG per topic and seed (cells whose key is not in `stored` drawn grey); a grid that
-    already shows exactly this is left as it is."""
-    groups: dict[tuple[str, int], list[Cell]] = {}
+# The most pixels one grid PNG may hold: a bigger grid is split into parts (rows first, then columns), so that no
+# grid is a decompression bomb to Pillow (it warns at 89 Mpx) or a browser; labels and title take the margin.
+MAX_GRID_PIXELS = 48_000_000
+
+
+def axis_suffix(cell: Cell, study: Study) -> str:
+    """The values of the axes beyond sampler and steps that a cell's grid is drawn per ('' for a study without
+    them, so its grids keep their names): model, schedule, cfg."""
+    parts = []
+    if study.models:
+        parts.append("model-" + re.sub(r"[^A-Za-z0-9._-]+", "_", cell.model).strip("_.")[:40])
+    if len(study.schedules) > 1 or cell.schedule_type != "default":
+        parts.append(cell.schedule_type)
+    if study.cfgs:
+        parts.append(f"cfg{cell.cfg:g}")
+    return "-".join(parts)
+
+
+def grid_groups(study: Study, cells: Iterable[Cell]) -> dict[str, list[Cell]]:
+    """The cells of each grid PNG by its name without `.png`: one per topic, seed and value of the other axes."""
+    groups: dict[str, list[Cell]] = {}
     for cell in cells:
-        groups.setdefault((cell.topic, cell.seed), []).append(cell)
+        suffix = axis_suffix(cell, study)
+        groups.setdefault(f"{cell.topic}-{cell.seed}" + (f"-{suffix}" if suffix else ""), []).append(cell)
+    return groups
+
+
+def grid_parts(group: list[Cell], limit: int = MAX_GRID_PIXELS) -> list[list[Cell]]:
+    """`group` split so that each part's grid holds at most about `limit` pixels: whole rows (samplers) per part,
+    and a row wider than the limit split by columns (steps)."""
+    tile_w = max(128, group[0].width)
+    tile_h = max(1, round(tile_w * group[0].height / group[0].width))
+    rows = list(dict.fromkeys(c.sampler for c in group))
+    columns = sorted({c.steps for c in group})
+    per_row = max(1, limit // (tile_w * tile_h))  # tiles one part may hold
+    column_sets = [columns[i:i + per_row] for i in range(0, len(columns), per_row)]
+    rows_per_part = max(1, per_row // max(len(c) for c in column_sets))
+    parts = []
+    for i in range(0, len(rows), rows_per_part):
+        chosen = set(rows[i:i + rows_per_part])
+        for steps in column_sets:
+            wanted = set(steps)
+            parts.append([c for c in group if c.sampler in chosen and c.steps in wanted])
+    return parts
+
+
+def write_grids(study: Study, cells: Iterable[Cell], store: Store, out_dir: Path,
+                stored: Collection[str], limit: int = MAX_GRID_PIXELS) -> list[Path]:
+    """One labelled grid PNG per topic, seed and value of the other axes (cells whose key is not in `stored` drawn
+    grey), split into `-part2`, ... where it would be over `limit` pixels; a grid that already shows exactly this
+    is left as it is."""
     paths = []
-    for (slug, seed), group in groups.items():
-        path = out_dir / f"{slug}-{seed}.png"
-        digest = grid_digest(study, group, stored)
-        if _shown(path) != digest:
-            atomic_write(path, grid_png(study, group, store, stored, {GRID_CHUNK: digest}))
-        paths.append(path)
+    for name, group in grid_groups(study, cells).items():
+        parts = grid_parts(group, limit)
+        for k, part in enumerate(parts):
+            path = out_dir / (f"{name}.png" if k == 0 else f"{name}-part{k + 1}.png")
+            digest = grid_digest(study, part, stored)
+            if _shown(path) != digest:
+                atomic_write(path, grid_png(study, part, store, stored, {GRID_CHUNK: digest}))
+            paths.append(path)
     return paths
 
 
@@ -102,8 +150,8 @@ def grid_digest(study: Study, group: list[Cell], stored: Collection[str]) -> str
 
 def grid_png(study: Study, group: list[Cell], store: Store, stored: Collection[str],
              text: dict[str, str] | None = None) -> bytes:
-    """The labelled grid of one topic and seed's cells as PNG bytes (with `text` chunks); cells not in `stored`
-    are drawn grey."""
+    """The labelled grid of one topic and seed's cells (at one value of each other axis) as PNG bytes (with `text`
+    chunks); cells not in `stored` are drawn grey."""
     topic = study.topic(group[0].topic)
     rows = [get_sampler(s).label for s in dict.fromkeys(c.sampler for c in group)]
     columns = [str(n) for n in sorted({c.steps for c in group})]
@@ -112,7 +160,13 @@ def grid_png(study: Study, group: list[Cell], store: Store, stored: Collection[s
         if cell.key in stored:
             with Image.open(store.image_path(cell.key)) as im:
                 images[(get_sampler(cell.sampler).label, str(cell.steps))] = im.convert("RGB")
-    title = f"{topic.title}: {topic.prompt.with_(seed=group[0].seed).to_command()}"
+    first = group[0]
+    title = f"{topic.title}: {topic.prompt.with_(seed=first.seed, cfg=first.cfg).to_command()}"
+    extra = [f"model {first.model}"] if first.model else []
+    if first.schedule_type != "default":
+        extra.append(f"schedule {first.schedule_type}")
+    if extra:
+        title += f" ({', '.join(extra)})"
     grid = make_grid(rows, columns, images, title=title, tile=max(128, group[0].width))
     info = PngImagePlugin.PngInfo()
     for key, value in (text or {}).items():

@@ -18,7 +18,7 @@ from reportgen.errors import PromptError, ReportgenError, StoreError, printable
 from reportgen.models.configs import TINY_MODELS
 from reportgen.render.metadata import (
     ImageMetadata,
-    closest_sampler,
+    closest_schedule,
     comfy_samplers,
     number,
     parse_parameters,
@@ -27,7 +27,7 @@ from reportgen.render.metadata import (
 )
 from reportgen.render.outputs import CPU_ROWS_PER_CALL
 from reportgen.render.plan import Cell
-from reportgen.samplers import get_sampler
+from reportgen.samplers import DEFAULT_SCHEDULE, SCHEDULES, get_sampler, resolve
 from reportgen.study.prompt import Prompt, parse_prompt, validate
 
 # The largest difference, in levels of 255, measured between a batched cell and the same cell rendered
@@ -94,8 +94,19 @@ def _reportgen(meta: ImageMetadata, record: dict[str, Any], report: ImageReport)
                         f"model calls: {record.get('nfe_counted')}")
     if isinstance(record.get("family_label"), str):  # records from before the model families name none
         report.lines.append(f"Model family: {record['family_label']}")
+    report.lines.append(_axes_line(cell, record))
     report.lines.append(_pixels_line(meta, record))
-    report.lines.append("Reproduce: " + _command(text, record, environment))
+    report.lines.append("Reproduce: " + _command(text, record, environment, cell))
+
+
+def _axes_line(cell: Cell, record: dict[str, Any]) -> str:
+    """The cell's place on the study's axes: model, sampler, schedule, cfg, steps, seed (a record from before the
+    schedules axis with a preset sampler, dpmpp_2m_karras, named as its solver and schedule)."""
+    sampler, schedule = resolve(cell.sampler, cell.schedule_type)
+    model = cell.model or record.get("model_spec") or "?"
+    label = SCHEDULES[schedule].label or "the sampler's own"
+    return (f"Axes: model {model}, sampler {sampler.name}, schedule {schedule} ({label}), cfg {number(cell.cfg)}, "
+            f"steps {cell.steps}, seed {cell.seed}" + (", the reference image" if cell.reference else ""))
 
 
 def _pixels_line(meta: ImageMetadata, record: dict[str, Any]) -> str:
@@ -112,9 +123,11 @@ def _pixels_line(meta: ImageMetadata, record: dict[str, Any]) -> str:
     return "Pixels: as rendered (their SHA-256 is the record's)"
 
 
-def _command(text: str, record: dict[str, Any], environment: dict[str, Any]) -> str:
+def _command(text: str, record: dict[str, Any], environment: dict[str, Any], cell: Cell) -> str:
     """`reportgen image` with every option that changes the key, as the record names them."""
     parts = ["reportgen", "image", shlex.quote(text)]
+    if cell.schedule_type != DEFAULT_SCHEDULE:
+        parts += ["--schedule", cell.schedule_type]
     spec, path = record.get("model_spec"), record.get("model_path")
     identity = environment.get("model")
     notes = []
@@ -172,7 +185,7 @@ def _web_ui(meta: ImageMetadata, parameters: str, report: ImageReport) -> None:
 
 def _closest_command(prompt: str, negative: str, fields: dict[str, str]) -> str:
     """The reportgen command closest to a web UI's fields, with what differs; or none and why."""
-    sampler, differs = closest_sampler(fields)
+    sampler, schedule, differs = closest_schedule(fields)
     if sampler is None:
         return f"none ({differs})"
     try:
@@ -196,7 +209,8 @@ def _closest_command(prompt: str, negative: str, fields: dict[str, str]) -> str:
     model = fields.get("Model") or fields.get("Model hash")
     if model:
         notes.append(f"MODEL: its checkpoint {model!r}")
-    return f"reportgen image {shlex.quote(command)} --model MODEL --out image.png  # {'; '.join(notes)}"
+    option = f" --schedule {schedule}" if schedule != DEFAULT_SCHEDULE else ""
+    return f"reportgen image {shlex.quote(command)}{option} --model MODEL --out image.png  # {'; '.join(notes)}"
 
 
 def _comfy(meta: ImageMetadata, report: ImageReport) -> None:

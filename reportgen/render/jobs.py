@@ -27,7 +27,7 @@ from reportgen.render.plan import (
 )
 from reportgen.render.shards import Shard, shard_work
 from reportgen.render.store import Store, atomic_write, check_atomic, encode_png
-from reportgen.samplers import get_sampler
+from reportgen.samplers import DEFAULT_SCHEDULE, get_sampler, get_schedule, resolve
 from reportgen.study.load import Study, load_study
 from reportgen.study.prompt import parse_prompt
 
@@ -47,14 +47,30 @@ class RenderJob:
 def prepare_render(study_path: Path, *, topics: Iterable[str] = (), samplers: Iterable[str] = (),
                    steps: Iterable[int] = (), model: str | None = None, model_config: Path | None = None,
                    device: str | None = None, dtype: str | None = None, store: Path | None = None) -> RenderJob:
-    """Validate everything and plan the cells; writes nothing."""
+    """Validate everything and plan the cells of the study's first model (`model`, or `models`' first); writes
+    nothing."""
+    return prepare_renders(study_path, topics=topics, samplers=samplers, steps=steps, model=model,
+                           model_config=model_config, device=device, dtype=dtype, store=store, first=True)[0]
+
+
+def prepare_renders(study_path: Path, *, topics: Iterable[str] = (), samplers: Iterable[str] = (),
+                    steps: Iterable[int] = (), model: str | None = None, model_config: Path | None = None,
+                    device: str | None = None, dtype: str | None = None, store: Path | None = None,
+                    first: bool = False) -> list[RenderJob]:
+    """Validate everything and plan the cells, one job per model of the study (its `models` axis, rendered one
+    after another so that one model is loaded at a time; `model` overrides them with one); writes nothing."""
     study = load_study(study_path)
-    info = resolve_model(model or study.model, model_config)
-    study = for_model(study, info)
-    device, dtype = pick_device(device, dtype, adapter(info.family).half_dtype)
+    topics, samplers, steps = tuple(topics), tuple(samplers), tuple(steps)
+    specs = (model,) if model else study.model_specs
     the_store = Store(store if store is not None else study.root / "store")
-    the_plan = plan(study, info, device, dtype, the_store, topics=topics, samplers=samplers, steps=steps)
-    return RenderJob(study, info, device, dtype, the_store, the_plan)
+    jobs = []
+    for spec in specs[:1] if first else specs:
+        info = resolve_model(spec, model_config)
+        for_this = for_model(study, info)
+        chosen, kind = pick_device(device, dtype, adapter(info.family).half_dtype)
+        the_plan = plan(for_this, info, chosen, kind, the_store, topics=topics, samplers=samplers, steps=steps)
+        jobs.append(RenderJob(for_this, info, chosen, kind, the_store, the_plan))
+    return jobs
 
 
 def contributor_notes(job: RenderJob) -> list[str]:
@@ -149,12 +165,15 @@ def check_run_options(job: RenderJob, executor: str, compile: bool) -> None:
 
 
 def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Path | None = None,
-               device: str | None = None, dtype: str | None = None, executor: str = "pipeline") -> Path:
+               device: str | None = None, dtype: str | None = None, executor: str = "pipeline",
+               schedule: str = DEFAULT_SCHEDULE) -> Path:
     """Render one image from a prompt in the guide's syntax to `out`, with its parameters embedded; `executor`
-    batched renders it as a batch of one lane, which on a CPU gives the bits of any batched render of it."""
+    batched renders it as a batch of one lane, which on a CPU gives the bits of any batched render of it. A preset
+    sampler (dpmpp_2m_karras) is its solver with its schedule; `schedule` gives another."""
     if executor not in EXECUTORS:
         raise ReportgenError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
     prompt = parse_prompt(command)
+    schedule = get_schedule(schedule)
     if prompt.sampler is not None:
         get_sampler(prompt.sampler)  # an unknown name is refused before the model is looked for
     if out.suffix.lower() != ".png":
@@ -164,17 +183,22 @@ def render_one(command: str, out: Path, *, model: str = "tiny", model_config: Pa
     if prompt.width * prompt.height > MAX_PIXELS:  # a study can raise this limit (max_pixels); one image cannot
         raise ReportgenError(f"{prompt.width}x{prompt.height} is over the limit of {MAX_PIXELS} pixels per image")
     info = resolve_model(model, model_config)
+    sampler, schedule = resolve(prompt.sampler or adapter(info.family).default_sampler, schedule)
+    why = sampler.takes(schedule)
+    if why is not None:
+        raise ReportgenError(f"sampler {sampler.name} cannot take schedule {schedule}: {why}")
     prompt = prompt.with_(seed=0 if prompt.seed is None else prompt.seed, steps=prompt.steps or 50,
-                          sampler=get_sampler(prompt.sampler or adapter(info.family).default_sampler).name)
+                          sampler=sampler.name)
     assert prompt.sampler is not None and prompt.steps is not None and prompt.seed is not None
-    check_steps(prompt.sampler, prompt.steps, info)  # the 10,000 ceiling, and what the sampler's scheduler accepts
+    check_steps(prompt.sampler, prompt.steps, info, schedule)  # the 10,000 ceiling, what the scheduler accepts
     device, dtype = pick_device(device, dtype, adapter(info.family).half_dtype)
     environment = runtime_environment(info, device, dtype)
-    key = cell_key(environment, scheduler_config(prompt.sampler, info.scheduler_config), prompt, prompt.sampler,
-                   prompt.steps)
+    key = cell_key(environment, scheduler_config(prompt.sampler, info.scheduler_config, schedule), prompt,
+                   prompt.sampler, prompt.steps, schedule)
     cell = Cell(topic="", seed_index=0, seed=prompt.seed, sampler=prompt.sampler, steps=prompt.steps,
                 text=prompt.text, negative=prompt.negative, width=prompt.width, height=prompt.height,
-                cfg=prompt.cfg, key=key, nfe=get_sampler(prompt.sampler).nfe(prompt.steps))
+                cfg=prompt.cfg, key=key, nfe=get_sampler(prompt.sampler).nfe(prompt.steps), schedule_type=schedule,
+                model=info.spec)
     pipe = load_pipeline(info, device, dtype)
     output = next(iter(EXECUTORS[executor](pipe, info, [cell])))
     if output.error:

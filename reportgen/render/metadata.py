@@ -39,7 +39,7 @@ from reportgen.errors import StoreError
 from reportgen.models.sources import ModelInfo
 from reportgen.render.plan import Cell, scheduler_config
 from reportgen.render.store import PARAMETERS_CHUNK, RECORD_CHUNK
-from reportgen.samplers import SAMPLERS, Sampler, get_sampler
+from reportgen.samplers import DEFAULT_SCHEDULE, SAMPLERS, SCHEDULES, Sampler, get_sampler
 from reportgen.study.prompt import NEGATIVE_LABEL
 
 MAX_PIXELS_READ = 89_478_485  # Pillow's own warning limit: `info` decodes no image larger than this
@@ -79,7 +79,7 @@ def sampler_fields(sampler: Sampler, config: dict[str, Any]) -> dict[str, str]:
 def parameters_fields(cell: Cell, model: ModelInfo) -> dict[str, str]:
     """The fields line of a cell's `parameters` text, in the web UIs' order, as text."""
     sampler = get_sampler(cell.sampler)
-    config = scheduler_config(sampler.name, model.scheduler_config)  # what the key hashes (cached per config)
+    config = scheduler_config(sampler.name, model.scheduler_config, cell.schedule_type)  # what the key hashes
     return {"Steps": str(cell.steps), **sampler_fields(sampler, config), "CFG scale": number(cell.cfg),
             "Seed": str(cell.seed), "Size": f"{cell.width}x{cell.height}", "Model hash": model.short_hash,
             "Model": model.label, "RNG": "CPU"}  # reportgen draws its noise from a CPU generator
@@ -205,6 +205,20 @@ def closest_sampler(fields: dict[str, str]) -> tuple[Sampler | None, str]:
     sampler = next((s for s in candidates if s.overrides.get("timestep_spacing") != "trailing"), candidates[0])
     return sampler, f"reportgen's {sampler.name} uses the {SCHEDULE_TYPES[schedule_of(sampler.overrides)]} " \
                     f"schedule, the image {schedule}"
+
+
+def closest_schedule(fields: dict[str, str]) -> tuple[Sampler | None, str, str]:
+    """closest_sampler with the schedules axis: (sampler, schedule, what differs), where a registry sampler with
+    another schedule (`--schedule`) gives what the image names: "Euler, Schedule type: Karras" is k_euler with
+    karras."""
+    sampler, differs = closest_sampler(fields)
+    if sampler is None or not differs:
+        return sampler, DEFAULT_SCHEDULE, differs
+    _, wanted = ui_sampler(fields)
+    for name, schedule in SCHEDULES.items():
+        if schedule.label == wanted and name != DEFAULT_SCHEDULE and sampler.takes(name) is None:
+            return sampler, name, ""
+    return sampler, DEFAULT_SCHEDULE, differs
 
 
 # --- reading image files ---------------------------------------------------------------------------------

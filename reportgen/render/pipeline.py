@@ -24,7 +24,7 @@ def pipeline_executor(pipe: Any, model: ModelInfo, cells: Iterable[Cell]) -> Ite
     hook = family.denoiser(pipe).register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     try:
         for cell in cells:
-            pipe.scheduler = get_sampler(cell.sampler).make_scheduler(model.scheduler_config)
+            pipe.scheduler = get_sampler(cell.sampler).make_scheduler(model.scheduler_config, cell.schedule_type)
             calls[0] = 0
             start = time.perf_counter()
             with torch.inference_mode():

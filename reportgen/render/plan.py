@@ -17,7 +17,7 @@ from reportgen.errors import StudyError
 from reportgen.models.families import adapter, sampler_refusal, samplers_for
 from reportgen.models.sources import ModelInfo
 from reportgen.render.store import Store
-from reportgen.samplers import get_sampler
+from reportgen.samplers import DEFAULT_SCHEDULE, get_sampler, preset_of
 from reportgen.study.load import MAX_STEPS, REFERENCE_FACTOR, Study, Topic
 from reportgen.study.prompt import Prompt
 
@@ -41,6 +41,14 @@ class Cell:
     key: str
     nfe: int
     reference: bool = False  # the topic and seed's reference image (reference_steps), outside the matrix
+    # the schedules axis: a name of samplers.SCHEDULES (the record's `schedule` holds what the schedule did)
+    schedule_type: str = DEFAULT_SCHEDULE
+    model: str = ""  # the models axis: the model's spec in a study with `models`; "" for a study of one model
+
+    @property
+    def lane(self) -> tuple[str, str, int, str, str, float]:
+        """The lane the cell belongs to: (model, topic, seed, sampler, schedule, cfg); steps run along it."""
+        return (self.model, self.topic, self.seed, self.sampler, self.schedule_type, self.cfg)
 
     @property
     def prompt(self) -> Prompt:
@@ -57,6 +65,7 @@ class Plan:
     cached: tuple[Cell, ...]
     to_render: tuple[Cell, ...]
     environment: dict[str, str]
+    skipped: str = ""  # one line: the cells of the schedules axis left out, and why ("" when none)
 
     @property
     def matrix(self) -> tuple[Cell, ...]:
@@ -106,19 +115,20 @@ def package_version(name: str) -> str:
         return "-"
 
 
-def scheduler_config(sampler: str, base_config: dict[str, Any]) -> dict[str, Any]:
-    """The full config of the sampler's scheduler, as diffusers builds it from the model's config.
+def scheduler_config(sampler: str, base_config: dict[str, Any], schedule: str = DEFAULT_SCHEDULE) -> dict[str, Any]:
+    """The full config of the sampler's scheduler with `schedule`, as diffusers builds it from the model's config.
 
     Building one means importing diffusers and, for some schedulers, a fifth of a second each, so the
     result is kept in a cache file keyed by everything it depends on, diffusers' version included."""
     entry = get_sampler(sampler)
-    key = hashlib.sha256(json.dumps([entry.scheduler, entry.overrides, base_config, package_version("diffusers")],
+    overrides = entry.schedule_overrides(schedule)  # the sampler's own for the default schedule, as before axes
+    key = hashlib.sha256(json.dumps([entry.scheduler, overrides, base_config, package_version("diffusers")],
                                     sort_keys=True, default=str).encode()).hexdigest()
     cache = _scheduler_configs()
     found = cache.get(key)
     if isinstance(found, dict) and found.get("class") == entry.scheduler:
         return found
-    scheduler = entry.make_scheduler(base_config)
+    scheduler = entry.make_scheduler(base_config, schedule)
     config = {"class": type(scheduler).__name__, **{k: _plain(v) for k, v in dict(scheduler.config).items()
                                                      if not k.startswith("_")}}
     cache[key] = config
@@ -154,24 +164,24 @@ def _save_scheduler_configs(cache: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)  # a cache that cannot be written only costs time
 
 
-def check_steps(sampler: str, steps: int, model: ModelInfo) -> None:
-    """Raise StudyError unless `sampler`'s scheduler, built for `model`, can run `steps` steps."""
+def check_steps(sampler: str, steps: int, model: ModelInfo, schedule: str = DEFAULT_SCHEDULE) -> None:
+    """Raise StudyError unless `sampler`'s scheduler (with `schedule`), built for `model`, can run `steps` steps."""
     if steps > MAX_STEPS:  # before set_timesteps, which allocates per step
         raise StudyError(f"{steps} steps is over the limit of {MAX_STEPS}")
     check_sampler(sampler, model)
     if steps < model.scheduler_config.get("num_train_timesteps", 1000):
         return  # fewer steps than the model was trained with: every diffusers scheduler takes them
     name = get_sampler(sampler).name
-    reason = _steps_refused(name, steps, json.dumps(model.scheduler_config, sort_keys=True, default=str))
+    reason = _steps_refused(name, steps, json.dumps(model.scheduler_config, sort_keys=True, default=str), schedule)
     if reason is not None:
         raise StudyError(f"sampler {name} cannot run {steps} steps with model {model.spec}: {reason}")
 
 
 @functools.lru_cache(maxsize=4096)
-def _steps_refused(sampler: str, steps: int, base_config: str) -> str | None:
+def _steps_refused(sampler: str, steps: int, base_config: str, schedule: str = DEFAULT_SCHEDULE) -> str | None:
     """Why diffusers' scheduler for `sampler` cannot run `steps` steps, or None; cached across plans and commands."""
     # Built exactly as rendering builds it (batched.lane_scheduler), so a refusal here is one there.
-    scheduler = get_sampler(sampler).make_scheduler(json.loads(base_config))
+    scheduler = get_sampler(sampler).make_scheduler(json.loads(base_config), schedule)
     # a dynamically shifted flow scheduler needs a `mu`, which depends on the image's size: one in its range here
     mu = {"mu": 1.0} if scheduler.config.get("use_dynamic_shifting") else {}
     try:
@@ -184,12 +194,24 @@ def _steps_refused(sampler: str, steps: int, base_config: str) -> str | None:
     return None
 
 
-def cell_key(environment: dict[str, str], scheduler: dict[str, Any], prompt: Prompt, sampler: str, steps: int) -> str:
-    """SHA-256 over everything that changes a cell's pixels."""
+def cell_key(environment: dict[str, str], scheduler: dict[str, Any], prompt: Prompt, sampler: str, steps: int,
+             schedule: str = DEFAULT_SCHEDULE) -> str:
+    """SHA-256 over everything that changes a cell's pixels.
+
+    The axes keep the keys made before them: the default schedule adds nothing, a (solver, schedule) pair that a
+    preset sampler is (dpmpp_2m + karras) hashes as that preset (its scheduler config is the same), and the cfg and
+    model are in the key already (the prompt's -C, the environment's model identity)."""
+    schedule_field: dict[str, str] = {}
+    if schedule != DEFAULT_SCHEDULE:
+        preset = preset_of(sampler, schedule)
+        if preset is not None:
+            sampler = preset
+        else:
+            schedule_field = {"schedule": schedule}
     payload = {
         "v": KEY_VERSION, **environment, "prompt": prompt.text, "negative": prompt.negative,
         "width": prompt.width, "height": prompt.height, "cfg": prompt.cfg, "seed": prompt.seed,
-        "sampler": sampler, "scheduler": scheduler, "steps": steps,
+        "sampler": sampler, "scheduler": scheduler, "steps": steps, **schedule_field,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -209,54 +231,80 @@ def plan(study: Study, model: ModelInfo, device: str, dtype: str, store: Store, 
     environment = runtime_environment(model, device, dtype)
     for name in sampler_filter or dict.fromkeys(s for topic in study.topics for s in topic.samplers):
         check_sampler(name, model)  # before its scheduler is built from the model's config
-    configs: dict[str, dict[str, Any]] = {}
+    model_name = model.spec if study.models else ""
+    configs: dict[tuple[str, str], dict[str, Any]] = {}
     cells: list[Cell] = []
+    skipped: dict[str, int] = {}
     for topic in study.topics:
         if topic_filter and topic.slug not in topic_filter:
             continue
         for seed_index, seed in enumerate(topic.seeds):
-            prompt = topic.prompt.with_(seed=seed, steps=None, sampler=None, count=None)
-            for name in topic.samplers:
-                if sampler_filter and name not in sampler_filter:
-                    continue
-                config = configs.setdefault(name, scheduler_config(name, model.scheduler_config))
-                for n in topic.steps:
-                    if steps_filter and n not in steps_filter:
+            for cfg in study.cfgs or (topic.prompt.cfg,):
+                # the topic's own -C leaves the prompt, and so the key, as it was before the cfg axis
+                prompt = topic.prompt.with_(seed=seed, steps=None, sampler=None, count=None, cfg=cfg)
+                for name in topic.samplers:
+                    if sampler_filter and name not in sampler_filter:
                         continue
-                    cells.append(Cell(
-                        topic=topic.slug, seed_index=seed_index, seed=seed, sampler=name, steps=n,
-                        text=prompt.text, negative=prompt.negative, width=prompt.width, height=prompt.height,
-                        cfg=prompt.cfg, key=cell_key(environment, config, prompt, name, n),
-                        nfe=get_sampler(name).nfe(n),
-                    ))
-            cells.extend(_reference_cell(study, topic, seed_index, seed, prompt, environment, model, configs,
-                                         sampler_filter, steps_filter))
+                    for schedule in study.schedules:
+                        why = get_sampler(name).takes(schedule)
+                        if why is not None:
+                            skipped[why] = skipped.get(why, 0) + len(topic.steps)
+                            continue
+                        config = configs.setdefault((name, schedule),
+                                                    scheduler_config(name, model.scheduler_config, schedule))
+                        for n in topic.steps:
+                            if steps_filter and n not in steps_filter:
+                                continue
+                            cells.append(Cell(
+                                topic=topic.slug, seed_index=seed_index, seed=seed, sampler=name, steps=n,
+                                text=prompt.text, negative=prompt.negative, width=prompt.width,
+                                height=prompt.height, cfg=prompt.cfg,
+                                key=cell_key(environment, config, prompt, name, n, schedule),
+                                nfe=get_sampler(name).nfe(n), schedule_type=schedule, model=model_name,
+                            ))
+                cells.extend(_reference_cell(study, topic, seed_index, seed, prompt, environment, model, configs,
+                                             sampler_filter, steps_filter, model_name))
     if not cells:
         raise StudyError("no cells match the --topic/--sampler/--steps filters")
-    for name, n in dict.fromkeys((c.sampler, c.steps) for c in cells if not c.reference):
-        check_steps(name, n, model)
+    for name, schedule, n in dict.fromkeys((c.sampler, c.schedule_type, c.steps) for c in cells if not c.reference):
+        check_steps(name, n, model, schedule)
     for topic in study.topics:
         if any(c.reference and c.topic == topic.slug for c in cells):
             _check_reference_steps(study, topic, model)
+    unique: dict[str, Cell] = {}  # a lane equal to a preset's (dpmpp_2m + karras beside dpmpp_2m_karras): once
+    for cell in cells:
+        unique.setdefault(cell.key, cell)
+    cells = list(unique.values())
     cached = tuple(c for c in cells if store.has(c.key))
     cached_keys = {c.key for c in cached}
-    return Plan(tuple(cells), cached, tuple(c for c in cells if c.key not in cached_keys), environment)
+    return Plan(tuple(cells), cached, tuple(c for c in cells if c.key not in cached_keys), environment,
+                skipped_line(skipped))
+
+
+def skipped_line(skipped: dict[str, int]) -> str:
+    """'skipped 12 cells of the schedules axis: DDIMScheduler takes no use_karras_sigmas (8); ...', or ''."""
+    if not skipped:
+        return ""
+    reasons = "; ".join(f"{why} ({n})" for why, n in skipped.items())
+    return f"skipped {sum(skipped.values())} cells of the schedules axis that their sampler cannot take: {reasons}"
 
 
 def _reference_cell(study: Study, topic: Topic, seed_index: int, seed: int, prompt: Prompt,
-                    environment: dict[str, str], model: ModelInfo, configs: dict[str, dict[str, Any]],
-                    sampler_filter: set[str], steps_filter: set[int]) -> list[Cell]:
+                    environment: dict[str, str], model: ModelInfo, configs: dict[tuple[str, str], dict[str, Any]],
+                    sampler_filter: set[str], steps_filter: set[int], model_name: str = "") -> list[Cell]:
     """The topic and seed's reference cell (reference sampler at reference_steps), unless the matrix holds it, the
     study renders none (reference_steps = 0) or the filters leave it out. Its key is any cell's key: a matrix
-    cell at the same sampler and steps would be the same image."""
+    cell at the same sampler and steps would be the same image. One per (model, topic, seed, cfg), always at the
+    reference sampler's own schedule."""
     name, n = study.reference_sampler, study.reference_steps_for(topic)
     if n is None or (name in topic.samplers and n in topic.steps) or (sampler_filter and name not in sampler_filter) \
             or (steps_filter and n not in steps_filter):
         return []
-    config = configs.setdefault(name, scheduler_config(name, model.scheduler_config))
+    config = configs.setdefault((name, DEFAULT_SCHEDULE), scheduler_config(name, model.scheduler_config))
     return [Cell(topic=topic.slug, seed_index=seed_index, seed=seed, sampler=name, steps=n, text=prompt.text,
                  negative=prompt.negative, width=prompt.width, height=prompt.height, cfg=prompt.cfg,
-                 key=cell_key(environment, config, prompt, name, n), nfe=get_sampler(name).nfe(n), reference=True)]
+                 key=cell_key(environment, config, prompt, name, n), nfe=get_sampler(name).nfe(n), reference=True,
+                 model=model_name)]
 
 
 def _check_reference_steps(study: Study, topic: Topic, model: ModelInfo) -> None:

@@ -51,8 +51,10 @@ def parse_shard(text: str) -> Shard:
 
 
 def lane_id(cell: Cell) -> str:
-    """The lane a cell belongs to: one topic, seed and sampler across its step counts."""
-    return f"{cell.topic}\0{cell.seed}\0{cell.sampler}"
+    """The unit a shard takes: one topic, seed and sampler across its step counts (and its cfg values), with the
+    model and schedule where the study varies them; a study without those axes names its lanes as before them."""
+    axes = "" if (cell.model, cell.schedule_type) == ("", "default") else f"\0{cell.model}\0{cell.schedule_type}"
+    return f"{cell.topic}\0{cell.seed}\0{cell.sampler}{axes}"
 
 
 def lane_costs(cells: Iterable[Cell]) -> dict[str, int]:

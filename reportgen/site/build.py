@@ -36,6 +36,7 @@ from reportgen.models.sources import ModelInfo, resolve_model
 from reportgen.render.plan import Cell, for_model, plan
 from reportgen.render.store import SITE_DIGESTS, Store, damage_lines
 from reportgen.samplers import SAMPLERS, get_sampler
+from reportgen.site.axes import axes_view, default_variant, variant, variant_label
 from reportgen.site.convergence import gather_convergence
 from reportgen.site.files import MANIFEST, THUMB_SIZE, Digests, Previous, SiteFile, read_previous, thumbnail, write_site
 from reportgen.site.speed import SpeedSection, gather_speed
@@ -43,6 +44,7 @@ from reportgen.site.views import (
     BATCH_IMAGES,
     BATCH_KEPT,
     CellView,
+    GridLink,
     GridRow,
     GridView,
     PageContext,
@@ -74,12 +76,16 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
            previous: Previous | None = None) -> SiteData:
     """Read the study, its plan and the store into a SiteData; make thumbnails and grids in memory."""
     study = load_study(study_path)
-    info = resolve_model(model or study.model, model_config)
+    infos = [resolve_model(spec, model_config) for spec in ((model,) if model else study.model_specs)]
+    info = infos[0]
     study = for_model(study, info)  # the reference sampler of the model's family where study.toml names none
     the_store = Store(store if store is not None else study.root / "store")
     device, dtype = _resolve_device(device, dtype, adapter(info.family).half_dtype)
-    the_plan = plan(study, info, device, dtype, the_store)  # reads only the store: no model, no diffusers
-    cells = list(the_plan.cells)
+    # every model's plan (a study with `models`); each reads only the store: no model, no diffusers
+    plans = [plan(for_model(study, i), i, device, dtype, the_store) for i in infos]
+    the_plan = plans[0]
+    cells = [c for p in plans for c in p.cells]
+    model_of = {i.spec: i for i in infos}
     digests = Digests(the_store.root / SITE_DIGESTS)
 
     files: list[SiteFile] = []
@@ -90,11 +96,12 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
             by_topic.setdefault(cell.topic, []).append(cell)
     for topic in study.topics:
         for cell in by_topic.get(topic.slug, []):
-            views[cell.key] = _cell_view(cell, topic, info, device, the_store, previous, digests, files)
+            views[cell.key] = _cell_view(cell, topic, model_of.get(cell.model, info), device, the_store, previous,
+                                         digests, files)
 
     topics = tuple(_topic_page(study, topic, by_topic.get(topic.slug, []), views, the_store, previous, digests,
                                files) for topic in study.topics)
-    all_views = [v for t in topics for v in t.cells]
+    all_views = [views[c.key] for t in study.topics for c in by_topic.get(t.slug, [])]  # every view's cells
     steps = tuple(sorted({v.steps for v in all_views}))
     summary = _summaries(study, all_views, steps)
     stored = [v for v in all_views if v.stored]
@@ -180,16 +187,20 @@ def _cell_view(cell: Cell, topic: Topic, info: ModelInfo, device: str, store: St
     sampler = get_sampler(cell.sampler)
     command = cell.prompt.with_(sampler=sampler.name).to_command()
     reproduce = ["reportgen", "image", shlex.quote(command), "--model", shlex.quote(info.spec)]
+    if cell.schedule_type != "default":
+        reproduce += ["--schedule", cell.schedule_type]
     if info.config is not None:
         reproduce += ["--model-config", shlex.quote(str(info.config))]
     if device != "cpu":
         reproduce += ["--device", device]
-    reproduce += ["--out", f"{cell.topic}-{cell.sampler}-{cell.steps}-{cell.seed}.png"]
+    axes = "".join(f"-{v}" for v in (cell.schedule_type if cell.schedule_type != "default" else "",
+                                      f"cfg{cell.cfg:g}" if cell.cfg != topic.prompt.cfg else "") if v)
+    reproduce += ["--out", f"{cell.topic}-{cell.sampler}{axes}-{cell.steps}-{cell.seed}.png"]
     view = CellView(
         topic=cell.topic, seed=cell.seed, seed_index=cell.seed_index, sampler=cell.sampler, label=sampler.label,
         steps=cell.steps, width=cell.width, height=cell.height, cfg=cell.cfg, key=cell.key, nfe=cell.nfe,
         command=command, reproduce=" ".join(reproduce), row=topic.samplers.index(cell.sampler),
-        column=topic.steps.index(cell.steps),
+        column=topic.steps.index(cell.steps), schedule=cell.schedule_type, model=cell.model,
     )
     stored = store.get(cell.key)
     if stored is None:
@@ -218,17 +229,32 @@ def _topic_page(study: Study, topic: Topic, cells: list[Cell], views: dict[str, 
     """The topic's page data, with one grid per seed (its labelled PNG made or reused)."""
     from reportgen.site.pages import markdown_html, markdown_safe
 
+    default = default_variant(study, topic)
+    shown = [c for c in cells if variant(c) == default]  # the default view: each other axis at its first value
     grids = []
     for seed_index, seed in enumerate(topic.seeds):
-        group = [c for c in cells if c.seed == seed]
+        group = [c for c in shown if c.seed == seed]
+        if not group:
+            continue
         rows = tuple(GridRow(name, get_sampler(name).label,
                              tuple(views[c.key] for c in sorted((c for c in group if c.sampler == name),
                                                                 key=lambda c: c.steps)))
-                     for name in topic.samplers)
+                     for name in topic.samplers if any(c.sampler == name for c in group))
         stored = [views[c.key].stored for c in group]
+        images = _grid_files(study, topic, group, views, store, previous, digests, files)
         grids.append(GridView(id=f"s{seed_index}", seed=seed, seed_index=seed_index, steps=topic.steps, rows=rows,
-                              image=_grid_file(study, topic, group, views, store, previous, digests, files),
-                              stored=sum(stored), total=len(group)))
+                              image=images[0], stored=sum(stored), total=len(group), parts=tuple(images[1:])))
+    others = []
+    if study.axes():
+        for value in dict.fromkeys(variant(c) for c in cells):
+            if value == default:
+                continue
+            for seed in topic.seeds:
+                group = [c for c in cells if variant(c) == value and c.seed == seed]
+                if group:
+                    others.append(GridLink(f"seed {seed} · {variant_label(study, value)}",
+                                           tuple(_grid_files(study, topic, group, views, store, previous, digests,
+                                                             files))))
     all_views = [views[c.key] for c in cells]
     return TopicPage(
         slug=topic.slug, title=topic.title, command=topic.prompt.to_command(), width=topic.prompt.width,
@@ -238,23 +264,29 @@ def _topic_page(study: Study, topic: Topic, cells: list[Cell], views: dict[str, 
         grids=tuple(grids), cover=_cover(study, all_views), compare=_compare_pair(study, all_views),
         stored=sum(v.stored for v in all_views), total=len(all_views), seconds=sum(v.seconds or 0.0 for v in all_views),
         html=f"topics/{topic.slug}.html", md=f"topics/{topic.slug}.md",
+        axes=axes_view(study, topic, cells, views) if study.axes() else None,
+        default_view=variant_label(study, default) if study.axes() else "", other_grids=tuple(others),
     )
 
 
-def _grid_file(study: Study, topic: Topic, group: list[Cell], views: dict[str, CellView], store: Store,
-               previous: Previous | None, digests: Digests, files: list[SiteFile]) -> str:
-    """The labelled grid's site path, named by what it shows, so an unchanged grid is reused, not redrawn; reused
-    only if it is the file made from these cells' pixels (the store's site digests)."""
-    from reportgen.render.grid import grid_digest, grid_png
+def _grid_files(study: Study, topic: Topic, group: list[Cell], views: dict[str, CellView], store: Store,
+                previous: Previous | None, digests: Digests, files: list[SiteFile]) -> list[str]:
+    """The labelled grid's site paths (one, or its parts where it is over render/grid.py's MAX_GRID_PIXELS), each
+    named by what it shows, so an unchanged grid is reused, not redrawn; reused only if it is the file made from
+    these cells' pixels (the store's site digests)."""
+    from reportgen.render.grid import grid_digest, grid_parts, grid_png
 
-    stored = {c.key for c in group if views[c.key].stored}
-    shown = grid_digest(study, group, stored)
-    path = f"img/grid/{topic.slug}-{group[0].seed}-{shown[:16]}.png"
-    pixels = [found.pixels_sha256 if (found := store.get(c.key)) and c.key in stored else None for c in group]
-    made_from = "grid:" + hashlib.sha256(json.dumps([shown, pixels]).encode()).hexdigest()
-    old = previous.reuse(path, digests.get(made_from)) if previous is not None else None
-    files.append(old or SiteFile(path, data=digests.add(made_from, grid_png(study, group, store, stored))))
-    return path
+    paths = []
+    for part in grid_parts(group):
+        stored = {c.key for c in part if views[c.key].stored}
+        shown = grid_digest(study, part, stored)
+        path = f"img/grid/{topic.slug}-{part[0].seed}-{shown[:16]}.png"
+        pixels = [found.pixels_sha256 if (found := store.get(c.key)) and c.key in stored else None for c in part]
+        made_from = "grid:" + hashlib.sha256(json.dumps([shown, pixels]).encode()).hexdigest()
+        old = previous.reuse(path, digests.get(made_from)) if previous is not None else None
+        files.append(old or SiteFile(path, data=digests.add(made_from, grid_png(study, part, store, stored))))
+        paths.append(path)
+    return paths
 
 
 def _cover(study: Study, views: list[CellView]) -> CellView | None:

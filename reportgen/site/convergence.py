@@ -80,7 +80,8 @@ def gather_convergence(study: Study, store: Store, cells: Iterable[Cell], previo
     cells = list(cells)
     if not any(store.image_path(c.key).is_file() for c in cells):  # cheap: analyze verifies what it reads
         return None
-    analysis = analyze(study, store, cells, scheduler_config)
+    measured = analyze(study, store, cells, scheduler_config)  # every lane, for the exports and the findings
+    analysis = measured.default_view()  # the page's sections show one value of each other axis
     topics = {}
     for slug in analysis.topics():
         rows = tuple(analysis.for_topic(slug))
@@ -98,9 +99,9 @@ def gather_convergence(study: Study, store: Store, cells: Iterable[Cell], previo
     rates = _plot_path("rates", analysis, [s.fit for s in analysis.samplers])
     old = _reuse(previous, digests, rates)
     files.append(old or SiteFile(rates, data=_made(digests, rates, rates_plot(analysis).encode())))
-    files.extend(SiteFile(path, data=data) for path, data in export_files(analysis).items())
-    return Convergence(analysis=analysis, findings=findings(analysis), topics=topics, rates_plot=rates,
-                       fits=tuple(fits_records(analysis)), labels={t.slug: t.title for t in study.topics},
+    files.extend(SiteFile(path, data=data) for path, data in export_files(measured).items())
+    return Convergence(analysis=analysis, findings=findings(measured), topics=topics, rates_plot=rates,
+                       fits=tuple(fits_records(measured)), labels={t.slug: t.title for t in study.topics},
                        fit_level=PRE_ASYMPTOTIC[analysis.thresholds.metric])
 
 

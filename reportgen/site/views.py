@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from markupsafe import Markup
 
@@ -47,17 +47,21 @@ class CellView:
     thumb: str | None = None  # site-relative path of the thumbnail
     thumb_width: int = 0
     thumb_height: int = 0
+    schedule: str = "default"  # the axes beyond sampler, steps and seed (a name of samplers.SCHEDULES)
+    model: str = ""  # the model's spec in a study with `models`
 
     @property
     def caption(self) -> str:
-        """A one-line caption: sampler, steps, seed, size, CFG, model calls and time."""
+        """A one-line caption: sampler (and schedule), steps, seed, size, CFG, model calls and time."""
         calls = f"{self.nfe} model calls"
         if self.nfe_counted is not None and self.nfe_counted != self.nfe:
             calls += f" ({self.nfe_counted} counted)"
         took = f" · {self.seconds:.2f} s" if self.seconds is not None else ""
         state = "" if self.stored else " · not rendered yet"
-        return (f"{self.label} · {self.steps} steps · seed {self.seed} · {self.width}×{self.height} · "
-                f"CFG {self.cfg:g} · {calls}{took}{state}")
+        label = self.label if self.schedule == "default" else f"{self.label} ({self.schedule})"
+        model = f" · {self.model}" if self.model else ""
+        return (f"{label} · {self.steps} steps · seed {self.seed} · {self.width}×{self.height} · "
+                f"CFG {self.cfg:g}{model} · {calls}{took}{state}")
 
 
 
@@ -83,6 +87,31 @@ class GridView:
     image: str  # site-relative path of the labelled grid PNG
     stored: int
     total: int
+    parts: tuple[str, ...] = ()  # the grid's further PNGs where it is split (render/grid.py MAX_GRID_PIXELS)
+
+
+@dataclass(frozen=True)
+class GridLink:
+    """The labelled grid PNG(s) of one seed at one value of the other axes (a view the page does not show first)."""
+
+    label: str  # "seed 1 · schedule karras · CFG 3"
+    images: tuple[str, ...]  # site-relative paths: the grid, then its further parts where it is split
+
+
+@dataclass(frozen=True)
+class AxesView:
+    """What the topic page's axis viewer (templates/assets/axes.js) receives: each axis with its values, and every
+    cell with its value index on each axis; rows and columns chosen on the page, the other axes as selectors."""
+
+    axes: tuple[dict[str, Any], ...]  # {"name", "label", "values": [label, ...]} in the viewer's order
+    cells: tuple[dict[str, Any], ...]  # {"at": [index per axis], "full", "thumb", "w", "h", "caption", "stored"}
+    rows: str = "sampler"  # the default view: sampler x steps
+    columns: str = "steps"
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The viewer's data as one JSON-able dict (the template writes it with `tojson`)."""
+        return {"axes": list(self.axes), "cells": list(self.cells), "rows": self.rows, "columns": self.columns}
 
 
 
@@ -109,6 +138,9 @@ class TopicPage:
     seconds: float
     html: str  # site-relative path of the HTML page
     md: str  # and of the Markdown page
+    axes: AxesView | None = None  # the axis viewer, for a study with axes beyond sampler, steps and seed
+    default_view: str = ""  # what `grids` show in such a study: "schedule default · CFG 7.5"
+    other_grids: tuple[GridLink, ...] = ()  # the labelled grids of the other values of those axes
 
     @property
     def cells(self) -> tuple[CellView, ...]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from reportgen.errors import PromptError, ReportgenError, SamplerError, StudyError
 from reportgen.samplers import get_sampler
+from reportgen.study.axes import read_cfgs, read_models, read_schedules
 from reportgen.study.prompt import MAX_SEED, Prompt, parse_prompt
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -29,6 +30,7 @@ REFERENCE_FACTOR = 4
 _STUDY_KEYS = {
     "title", "description", "model", "samplers", "steps", "seeds", "negative_prompt",
     "reference_sampler", "reference_steps", "thresholds", "max_cells", "max_pixels", "speed",
+    "schedules", "cfg", "models",
 }
 _TOPIC_KEYS = {"title", "prompt", "order", "steps", "seeds", "samplers"}
 THRESHOLD_KEYS = ("metric", "indicator", "converged", "limit")  # their values: measure.load_thresholds
@@ -68,6 +70,26 @@ class Settings:
     max_cells: int
     max_pixels: int
     tables: dict[str, dict[str, Any]]  # [thresholds], [speed]: keys checked here, values in measure/, render/
+    # The axes besides sampler, steps and seed (docs/study-format.md, "Axes"); each optional, so a study without
+    # them gives the cells and keys it gave before they existed.
+    schedules: tuple[str, ...]  # names of samplers.SCHEDULES; "default": the sampler's own
+    cfgs: tuple[float, ...]  # CFG scales overriding every topic's -C; (): each topic's own
+    models: tuple[str, ...]  # model specs rendered one after another; (): `model` alone
+
+    @property
+    def model_specs(self) -> tuple[str, ...]:
+        """The models the study renders, in order: `models`, else `model`."""
+        return self.models or (self.model,)
+
+    def axes(self) -> dict[str, int]:
+        """How many values each axis beyond sampler, steps and seed has, for those the study varies."""
+        counts = {"model": len(self.model_specs), "schedule": len(self.schedules), "cfg": len(self.cfgs)}
+        return {axis: n for axis, n in counts.items() if n > 1}
+
+    def lane_count(self, topic: Topic) -> int:
+        """The topic's lanes per seed and step count: samplers x the schedules each takes x cfgs x models."""
+        pairs = sum(1 for name in topic.samplers for s in self.schedules if get_sampler(name).takes(s) is None)
+        return pairs * max(1, len(self.cfgs)) * len(self.model_specs)
 
     def reference_steps_for(self, topic: Topic) -> int | None:
         """The step count of the topic's reference image: `reference_steps`, else REFERENCE_FACTOR x its highest
@@ -96,11 +118,11 @@ class Study(Settings):
 
 def topic_cells(settings: Settings, topic: Topic) -> int:
     """The topic's cells: its matrix, plus one reference cell per seed unless the matrix already holds it."""
-    matrix = len(topic.samplers) * len(topic.steps) * len(topic.seeds)
+    matrix = settings.lane_count(topic) * len(topic.steps) * len(topic.seeds)
     steps = settings.reference_steps_for(topic)
     if steps is None or (settings.reference_sampler in topic.samplers and steps in topic.steps):
         return matrix
-    return matrix + len(topic.seeds)
+    return matrix + len(topic.seeds) * max(1, len(settings.cfgs)) * len(settings.model_specs)
 
 
 def topic_seeds(prompt: Prompt, count: int) -> tuple[int, ...]:
@@ -123,8 +145,10 @@ def load_study(root: Path | str) -> Study:
 
     cells = sum(topic_cells(settings, t) for t in topics)
     if cells > settings.max_cells:
-        raise StudyError(f"{root / 'study.toml'}: the study has {cells} cells, over max_cells = "
-                         f"{settings.max_cells}; raise it to go on")
+        axes = "".join(f" x {n} {axis}s" for axis, n in settings.axes().items())
+        counted = f" (samplers x steps x seeds{axes})" if axes else ""  # without axes: the line it always was
+        raise StudyError(f"{root / 'study.toml'}: the study has {cells} cells{counted}, over "
+                         f"max_cells = {settings.max_cells}; raise it to go on")
     return Study(**vars(settings), topics=tuple(topics))
 
 
@@ -186,11 +210,16 @@ def read_settings(root: Path | str) -> Settings:
         _positive_int(value, f"[speed] {key}", where)
     if seeds > max_cells:  # checked before any seed list is built: a huge count must not hang the load
         raise StudyError(f"{where}: seeds = {seeds} is over max_cells = {max_cells}; raise max_cells to go on")
+    schedules, cfgs, models = read_schedules(data, where), read_cfgs(data, where), read_models(data, where)
+    for axis, values in (("schedules", schedules), ("cfg", cfgs), ("models", models)):
+        if len(values) > max_cells:  # before any cell is counted: a huge list must not hang the load
+            raise StudyError(f"{where}: {axis} has {len(values)} values, over max_cells = {max_cells}")
     return Settings(
-        root=root, title=title, description=_string(data, "description", where, default=""), model=model,
+        root=root, title=title, description=_string(data, "description", where, default=""),
+        model=models[0] if models else model,
         samplers=samplers, steps=steps, seeds=seeds, negative_prompt=negative, reference_sampler=reference,
         reference_sampler_set="reference_sampler" in data, reference_steps=reference_steps, max_cells=max_cells,
-        max_pixels=max_pixels, tables=tables,
+        max_pixels=max_pixels, tables=tables, schedules=schedules, cfgs=cfgs, models=models,
     )
 
 

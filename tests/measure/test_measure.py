@@ -146,7 +146,9 @@ def test_analyze_command_json_and_exports(rendered: Path, analysis: Analysis, tm
     assert sorted(exports) == ["data/fits.json", "data/metrics.csv"]
     lines = exports["data/metrics.csv"].decode().splitlines()
     assert lines[0].startswith("topic,seed,sampler,steps,nfe,") and len(lines) == 17
-    assert lines[0].endswith(",first_timestep,last_sigma,final_denoise,step_problem")
+    # the cell's schedule, then the lane's other axes (a study without them: no model, the default schedule)
+    assert lines[0].endswith(",first_timestep,last_sigma,final_denoise,step_problem,model,schedule,cfg")
+    assert all(line.endswith(",,default,7.5") for line in lines[1:])
     assert json.loads(exports["data/fits.json"]) == out["fits"]
 
 

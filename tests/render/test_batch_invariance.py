@@ -82,3 +82,25 @@ def test_without_fixed_rows_a_cells_bits_depend_on_its_batch(tmp_path: Path, cap
         assert code == 0, err
         differ += files(study / "store")[key][1] != whole[key][1]
     assert differ > 0
+
+
+def test_cells_of_the_schedules_and_cfg_axes_are_batch_invariant(tmp_path: Path, capsys, monkeypatch):
+    """Lanes of other schedules and CFG values (each guided by its own CFG in the shared call) keep the bits of a
+    cell alone: a rerun of every other cell, and one cell alone, give the uninterrupted render's files."""
+    study = write_study(tmp_path / "study", samplers=["k_euler", "dpmpp_2m"], steps=[2, 3],
+                        topics={"fox": '"a red fox [blurry]" -W32 -H32 -C7.5 -S11'},
+                        extra='schedules = ["default", "karras", "exponential"]\ncfg = [3, 9]\n')
+    code, err = run_main(capsys, monkeypatch, "render", study, "--device", "cpu")
+    assert code == 0, err
+    whole = files(study / "store")
+    assert len(whole) == 2 * 3 * 2 * 2
+    keys = sorted(whole)
+    for key in keys[::2]:
+        Store(study / "store").image_path(key).unlink()
+    code, err = run_main(capsys, monkeypatch, "render", study, "--device", "cpu")
+    assert code == 0 and f"{len(keys[::2])} to render" in err, err
+    assert files(study / "store") == whole
+    Store(study / "store").image_path(keys[5]).unlink()
+    code, err = run_main(capsys, monkeypatch, "render", study, "--device", "cpu")
+    assert code == 0 and "1 to render" in err, err
+    assert files(study / "store")[keys[5]] == whole[keys[5]]

@@ -237,3 +237,46 @@ def test_cells_seconds_add_up_to_the_render_time(outputs):
     total = sum(o.seconds for o in rendered)
     assert 0.9 * wall <= total <= wall, (total, wall)
     assert all(o.seconds > 0 for o in rendered)
+
+
+def test_lanes_of_other_schedules_and_cfg_values_share_calls_and_equal_the_pipeline(tmp_path: Path):
+    """The schedules and cfg axes in one batch: lanes of karras and exponential sigmas and of CFG 3 and 9 (none the
+    topic's -C7.5) share denoiser calls, each guided by its own CFG, and give the per-cell pipeline's images."""
+    root = tmp_path / "axes"
+    (root / "topics").mkdir(parents=True)
+    (root / "study.toml").write_text('title = "t"\nmodel = "tiny"\nsamplers = ["k_euler", "dpmpp_2m", "ddim"]\n'
+                                     'steps = [3]\nseeds = 1\nreference_steps = 0\n'
+                                     'schedules = ["default", "karras", "exponential"]\ncfg = [3, 9]\n')
+    topic(root, "anime", '"an anime girl" -W32 -H32 -C7.5 -S3031912972', ["k_euler", "dpmpp_2m", "ddim"], [3])
+    model = resolve_model("tiny")
+    pipe = load_pipeline(model)
+    cells = plan(load_study(root), model, "cpu", "float32", Store(root / "store")).to_render
+    # k_euler and dpmpp_2m take the three schedules, DDIM the default only: 7 lanes x 2 cfg values
+    assert len(cells) == 14 and {(c.schedule_type, c.cfg) for c in cells} == {
+        (s, g) for s in ("default", "karras", "exponential") for g in (3.0, 9.0)}
+    reference = {o.cell.key: o for o in EXECUTORS["pipeline"](pipe, model, cells)}
+    mixes: list[set[tuple[str, float]]] = []
+    real = batched_module._BatchedRun._tick
+
+    def watched(self, active):
+        mixes.append({(lane.cell.schedule_type, lane.cell.cfg) for lane in active})
+        return real(self, active)
+
+    batched_module._BatchedRun._tick = watched
+    try:
+        batched = list(EXECUTORS["batched"](pipe, model, cells, batch_size=6))
+    finally:
+        batched_module._BatchedRun._tick = real
+    assert max(len(m) for m in mixes) >= 3  # one call held lanes of several schedules and cfg values
+    assert any(len({g for _, g in m}) == 2 for m in mixes)  # both cfg values in one call
+    assert sorted(o.cell.key for o in batched) == sorted(c.key for c in cells)
+    for output in batched:
+        expected = reference[output.cell.key]
+        assert output.error is None and expected.error is None
+        assert np.abs(output.latents - expected.latents).max() <= LATENT_TOLERANCE
+        pixels = np.abs(np.asarray(output.image, dtype=int) - np.asarray(expected.image, dtype=int))
+        assert pixels.max() <= PIXEL_TOLERANCE
+    # and the axes change the pixels: a schedule and a cfg value other than the defaults are not the default image
+    by = {(o.cell.sampler, o.cell.schedule_type, o.cell.cfg): o.latents for o in batched}
+    assert np.abs(by[("k_euler", "karras", 3.0)] - by[("k_euler", "default", 3.0)]).max() > 1e-3
+    assert np.abs(by[("k_euler", "default", 9.0)] - by[("k_euler", "default", 3.0)]).max() > 1e-3

@@ -336,3 +336,36 @@ def jpeg_bytes() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buffer, format="JPEG", exif=exif_with_user_comment(WEB_UI))
     return buffer.getvalue()
+
+
+def test_a_cell_of_the_axes_prints_them_and_reproduces_exactly(tmp_path: Path):
+    """A cell with the karras schedule and a CFG of the cfg axis: info names its axes, and its Reproduce line (with
+    --schedule) renders the same cell, bit for bit on a CPU."""
+    study = write_study(tmp_path / "study", samplers=["k_euler"], steps=[2],
+                        topics={"cat": '"a cat" -W32 -H32 -C7.5 -S1'}, extra='schedules = ["karras"]\ncfg = [4.5]\n')
+    code, _, err = invoke("render", study)
+    assert code == 0, err
+    (cell,) = Store(study / "store").cells()
+    code, out, _ = invoke("info", cell.image)
+    assert code == 0
+    assert "Steps: 2, Sampler: Euler, Schedule type: Karras, CFG scale: 4.5, Seed: 1" in out
+    assert "Axes: model tiny, sampler k_euler, schedule karras (Karras), cfg 4.5, steps 2, seed 1" in out
+    line = reproduce_line(cell.image)
+    assert "-C4.5" in line and "--schedule karras" in line
+    again = run_printed(line, tmp_path / "again.png")
+    assert record(again)["key"] == cell.key and record(again)["schedule_type"] == "karras"
+    assert int(np.abs(pixels(again) - pixels(cell.image)).max()) == 0
+
+
+def test_a_web_ui_image_with_a_schedule_gets_it_as_an_option(tmp_path: Path):
+    path = tmp_path / "webui.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat\nSteps: 12, Sampler: Euler, Schedule type: Exponential, CFG scale: 5, "
+                                "Seed: 3, Size: 512x512, Model hash: 6ce0161689")
+    Image.new("RGB", (16, 16)).save(path, pnginfo=info)
+    code, out, err = invoke("info", path)
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.startswith("Reproduce: "))
+    words = shlex.split(line.removeprefix("Reproduce: "), comments=True)
+    assert words[2].endswith("-Ak_euler") and words[3:5] == ["--schedule", "exponential"]
+    assert "uses the Uniform schedule" not in line

@@ -68,3 +68,23 @@ def test_rendered_keys_equal_the_recorded_ones(tmp_path: Path, capsys, monkeypat
     assert references == REFERENCE_KEYS
     code, err = run_main(capsys, monkeypatch, "render", root, "--device", "cpu")
     assert code == 0 and "18 cached, 0 to render" in err, err
+
+
+def test_dpmpp_2m_with_karras_has_the_keys_of_dpmpp_2m_karras(tmp_path: Path, pinned_versions) -> None:
+    """A study naming dpmpp_2m with the karras schedule finds the cells a store rendered as dpmpp_2m_karras: the
+    keys pinned in tests/render/test_keys.py (the same scheduler config, the preset's name in the key)."""
+    from conftest import write_study
+
+    from reportgen.render import jobs
+
+    topic = {"anime": '"an anime girl [blurry]" -W32 -H32 -C7.5 -S3031912972'}
+    study = write_study(tmp_path / "s", samplers=["dpmpp_2m", "k_euler"], steps=[2, 4], topics=topic, seeds=2,
+                        extra='schedules = ["default", "karras"]\ncfg = [7.5]\n')
+    cells = jobs.prepare_render(study, device="cpu").plan.cells
+    keys = {(c.seed, c.sampler, c.schedule_type, c.steps): c.key for c in cells}
+    for seed in (3031912972, 3031912973):
+        for n in (2, 4):
+            assert keys[(seed, "dpmpp_2m", "karras", n)] == KEYS[(seed, "dpmpp_2m_karras", n)]
+            assert keys[(seed, "k_euler", "default", n)] == KEYS[(seed, "k_euler", n)]  # cfg 7.5: the topic's -C
+            assert keys[(seed, "k_euler", "karras", n)] not in KEYS.values()
+    assert len(set(keys.values())) == len(keys)

@@ -158,3 +158,32 @@ def test_what_reportgen_writes_both_readers_read_back(prompt: Prompt, sampler: s
 def test_format_parameters_folds_whitespace_and_keeps_fields_order():
     text = format_parameters("a  b", "c\n d\te", {"Steps": "2", "Sampler": "Euler", "CFG scale": "1"})
     assert text == "a b\nNegative prompt: c d e\nSteps: 2, Sampler: Euler, CFG scale: 1"
+
+
+def axis_cell(sampler: str, schedule: str, cfg: float = 7.5) -> Cell:
+    return Cell(topic="t", seed_index=0, seed=1, sampler=sampler, steps=20, text="a cat", negative="", width=512,
+                height=512, cfg=cfg, key="0" * 64, nfe=20, schedule_type=schedule)
+
+
+@pytest.mark.parametrize("sampler, schedule, ui_name, label", [
+    ("k_euler", "karras", "Euler", "Karras"), ("k_euler", "exponential", "Euler", "Exponential"),
+    ("dpmpp_2m", "beta", "DPM++ 2M", "Beta"), ("dpmpp_2m", "karras", "DPM++ 2M", "Karras"),
+    ("k_heun", "default", "Heun", "Uniform"), ("ddim", "trailing", "DDIM", "SGM Uniform"),
+])
+def test_a_schedule_of_the_axis_is_written_and_read_back_as_the_web_uis_do(sampler, schedule, ui_name, label):
+    """A cell of the schedules axis names its schedule the web UI way; reportgen's reader, the web UIs' rules and
+    sd-parsers read it back, and the closest reportgen command is that sampler with that schedule."""
+    from reportgen.render.metadata import closest_schedule
+    from reportgen.samplers import resolve
+
+    the_cell = axis_cell(sampler, schedule, cfg=3.0)
+    fields = parameters_fields(the_cell, TINY)
+    assert (fields["Sampler"], fields["Schedule type"], fields["CFG scale"]) == (ui_name, label, "3")
+    assert ui_sampler(fields) == (ui_name, label)
+    found_sampler, found_schedule, differs = closest_schedule(fields)
+    assert found_sampler is not None and differs == ""
+    solver, resolved = resolve(found_sampler.name, found_schedule)  # dpmpp_2m + karras: the preset dpmpp_2m_karras
+    assert (solver.name, resolved) == (sampler, schedule)
+    read = sd_parsers.ParserManager().parse(Image.open(io.BytesIO(png_bytes(parameters_text(the_cell, TINY)))))
+    (found,) = read.samplers
+    assert (found.name, found.parameters["scheduler"]) == (ui_name, label)
