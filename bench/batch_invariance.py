@@ -38,7 +38,7 @@ def study_copy(folder: Path, model: str) -> Path:
     return study
 
 
-def render_once(study: Path, store: Path, rows: int | None) -> tuple[float, int]:
+def render_once(study: Path, store: Path, rows: int | None, topics: tuple[str, ...] = ()) -> tuple[float, int]:
     """Seconds of one batched render into a fresh `store` with `rows` per call (None: as wide as the tick),
     and the rows the denoiser computed."""
     batched.CPU_ROWS_PER_CALL = rows
@@ -53,7 +53,7 @@ def render_once(study: Path, store: Path, rows: int | None) -> tuple[float, int]
 
     batched._BatchedRun._denoise = counting  # type: ignore[method-assign]
     try:
-        job = prepare_render(study, device="cpu", store=store)
+        job = prepare_render(study, device="cpu", store=store, topics=topics)
         start = time.perf_counter()
         run_render(job, "batched")
         return time.perf_counter() - start, computed[0]
@@ -69,7 +69,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         study = study_copy(Path(tmp), args.model)
-        render_once(study, Path(tmp) / "warm", args.rows)  # imports, model load, scheduler caches: not timed
+        first = sorted(page.stem for page in (study / "topics").glob("*.md"))[0]
+        render_once(study, Path(tmp) / "warm", args.rows, (first,))  # imports, model load, caches: not timed
         times: dict[str, list[float]] = {"fixed rows": [], "tick-wide": []}
         rows: dict[str, int] = {}
         for rep in range(args.reps):
