@@ -179,8 +179,11 @@ def _across(topics: list[TopicVerdict], question: str, analysis: Analysis) -> st
     best = [name for name, v in counts.items() if len(v) == most]
     total = len(topics)
     where = "every topic" if most == total else f"{most} of {total} topics"
-    parts = [f"{_label(name)} (by {max(counts[name])} steps, {get_sampler(name).nfe(max(counts[name]))} model calls, "
-             "at most)" for name in best]
+    groups: dict[tuple[int, int], list[str]] = {}
+    for name in best:
+        groups.setdefault((max(counts[name]), get_sampler(name).nfe(max(counts[name]))), []).append(_label(name))
+    parts = [f"{_and(names)} (by {n} steps, {c} model calls{' each' if len(names) > 1 else ''}, at most)"
+             for (n, c), names in groups.items()]
     tie = "a tie of " if len(best) > 1 else ""
     others = [t.title for t, a in zip(topics, answers, strict=True) if not set(best) & set(a.samplers)]
     rest = f"; elsewhere ({', '.join(others)}) see the topic's own answer" if others else ""
