@@ -131,12 +131,13 @@ def _answer(question: str, a: Soonest, steps: list[int], analysis: Analysis, cos
     past = QUESTIONS[question]
     what = "Indicates its final image soonest" if question == "indicates" else "Converges soonest"
     seeds = f" in {a.agree} of {a.seeds} seeds" if a.seeds > 1 else ""
-    skipped = (f" ({_and([_label(n) for n in left_out])} left out: its final image is not the reference's)"
+    skipped = (f" {_and([_label(n) for n in left_out])} {'is' if len(left_out) == 1 else 'are'} left out: "
+               f"{'its final image is' if len(left_out) == 1 else 'their final images are'} not the reference's."
                if left_out and question == "converges" else "")
     if not a.samplers:
         why = (f"no sampler {past} within the steps rendered (up to {steps[-1]} steps): render more steps"
                if not a.reached else f"no sampler {past} first in a majority of the {a.seeds} seeds")
-        return Answer(question, (), (), (), (), f"{what}: {why}{skipped}.", "–", left_out=left_out)
+        return Answer(question, (), (), (), (), f"{what}: {why}.{skipped}", "–", left_out=left_out)
     seconds = tuple(cost(name, calls, a.topic) for name, calls in zip(a.samplers, a.calls, strict=True))
     groups: dict[tuple[int, int], list[str]] = {}
     for name, n, c in zip(a.samplers, a.steps, a.calls, strict=True):
@@ -148,7 +149,7 @@ def _answer(question: str, a: Soonest, steps: list[int], analysis: Analysis, cos
     else:
         who = "a tie of " + _and([f"{', '.join(names)} at {n} steps" for (n, _), names in groups.items()]) + \
               f" ({next(iter(groups))[1]} model calls each"
-    text = f"{what}: {who}{_seconds(list(seconds))}){seeds}{skipped}."
+    text = f"{what}: {who}{_seconds(list(seconds))}){seeds}.{skipped}"
     return Answer(question, a.samplers, a.steps, a.calls, seconds, text, f"{who})", _edge(past, a, steps), left_out)
 
 
@@ -176,15 +177,17 @@ def _across(topics: list[TopicVerdict], question: str, analysis: Analysis) -> st
     if not counts:
         return f"{what}: no sampler in any topic within the steps rendered."
     most = max(len(v) for v in counts.values())
-    best = [name for name, v in counts.items() if len(v) == most]
     total = len(topics)
-    where = "every topic" if most == total else f"{most} of {total} topics"
+    if 2 * most <= total:  # no sampler answers in a majority of topics: one name would mislead
+        return f"{what}: a different sampler in different topics; each topic's answer is in the table below."
+    best = [name for name, v in counts.items() if len(v) == most]
     groups: dict[tuple[int, int], list[str]] = {}
     for name in best:
         groups.setdefault((max(counts[name]), get_sampler(name).nfe(max(counts[name]))), []).append(_label(name))
     parts = [f"{_and(names)} (by {n} steps, {c} model calls{' each' if len(names) > 1 else ''}, at most)"
              for (n, c), names in groups.items()]
     tie = "a tie of " if len(best) > 1 else ""
+    where = "every topic" if most == total else f"{most} of {total} topics"
     others = [t.title for t, a in zip(topics, answers, strict=True) if not set(best) & set(a.samplers)]
     rest = f"; elsewhere ({', '.join(others)}) see the topic's own answer" if others else ""
     return f"{what}, across topics: {tie}{_and(parts)}, in {where}{rest}."
@@ -201,9 +204,9 @@ def _no_plan_reason(plans: list[Workflow]) -> str:
 
 def _plan_text(plan: Workflow | None, cost: Cost, topic: str, *, topic_wide: bool, reason: str) -> str:
     """The preview-then-polish plan the data supports, or why none does."""
-    where = "in this topic" if topic_wide else "in every topic (each sampler's worst case over topics)"
+    where = "in this topic" if topic_wide else "with one plan for every topic (each sampler's worst case over topics)"
     if plan is None:
-        return f"Preview, then polish: no plan saves anything {where}: {reason}."
+        return f"Preview, then polish {where}: none saves anything: {reason}."
     text = (f"Preview, then polish {where}: preview with {plan.label} at {plan.preview_steps} steps "
             f"({plan.preview_nfe} model calls), polish the keepers at {plan.final_steps} steps ({plan.final_nfe} "
             f"calls); {CANDIDATES} previews plus {KEPT} finals cost {plan.workflow_nfe} model calls instead of "
