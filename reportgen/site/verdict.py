@@ -51,8 +51,9 @@ class TopicVerdict:
     @property
     def lines(self) -> tuple[str, ...]:
         """The verdict's sentences, in order."""
-        return tuple(x for x in (self.indicates.text, self.indicates.edge, self.converges.text, self.converges.edge,
-                                 self.plan) if x)
+        return tuple(" ".join(x for x in parts if x) for parts in ((self.indicates.text, self.indicates.edge),
+                                                                  (self.converges.text, self.converges.edge),
+                                                                  (self.plan,)) if any(parts))
 
 
 @dataclass(frozen=True)
