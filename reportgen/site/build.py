@@ -39,6 +39,7 @@ from reportgen.render.store import SITE_DIGESTS, Store, damage_lines
 from reportgen.samplers import SAMPLERS, get_sampler
 from reportgen.site.convergence import gather_convergence
 from reportgen.site.files import MANIFEST, THUMB_SIZE, Digests, Previous, SiteFile, read_previous, thumbnail, write_site
+from reportgen.site.numbers import quantities
 from reportgen.site.speed import SpeedSection, gather_speed, load_note, seconds_alone
 from reportgen.site.verdict import verdict
 from reportgen.site.views import (
@@ -136,6 +137,8 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
         speedup_source=speedup_source, notes=tuple(notes), load_note=load_note(all_views),
         verdict=verdict(convergence.analysis, convergence.findings, {t.slug: t.title for t in study.topics}, cost)
         if convergence is not None else None,
+        quantities=quantities(convergence.analysis.thresholds if convergence is not None else None,
+                              get_sampler(study.reference_sampler).label),
     )
 
 

@@ -9,6 +9,7 @@ from markupsafe import Markup
 
 from reportgen.site.convergence import Convergence
 from reportgen.site.files import SiteFile
+from reportgen.site.numbers import Quantity
 from reportgen.site.speed import SpeedSection
 from reportgen.site.verdict import Verdict
 
@@ -239,6 +240,7 @@ class SiteData:
     speedup_source: str = "store"  # where `speedups` took seconds from: "speed" (speed.json) or "store" (records)
     notes: tuple[str, ...] = ()  # what the build found damaged and made again, for the command to say
     verdict: Verdict | None = None  # the answer the index and topic pages open with (site/verdict.py)
+    quantities: tuple[Quantity, ...] = ()  # what each measured number means (site/numbers.py), for methodology
     load_note: str = ""  # when the study's cells were rendered on a loaded machine
 
 

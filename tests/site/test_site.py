@@ -8,8 +8,10 @@ import os
 import re
 import shutil
 import sys
+from functools import partial
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -484,7 +486,7 @@ def test_real_browser_over_file_urls(site: tuple[Path, Path]) -> None:
     assert problems == []
 
 
-def difference_is_drawn_from_file_urls(page: object, out: Path) -> None:
+def difference_is_drawn_from_file_urls(page: Any, out: Path) -> None:
     """Compare across topics (A from anime, B from food), then the difference view: what Chromium draws from
     file:// must be |A - B| x the amplification of the two PNGs, as Pillow computes it."""
     import io
@@ -492,20 +494,21 @@ def difference_is_drawn_from_file_urls(page: object, out: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    food = page.evaluate("Array.from(document.querySelectorAll('#compare-b optgroup[data-topic=\"food\"] option'))"  # type: ignore[attr-defined]
-                         ".map(o => o.value)")
-    anime = page.evaluate("Array.from(document.querySelectorAll('#compare-a optgroup[data-topic=\"anime\"] option'))"  # type: ignore[attr-defined]
-                          ".map(o => o.value)")
+    options = "sel => Array.from(document.querySelectorAll(sel)).map(o => o.value)"
+    food = page.evaluate(options, '#compare-b optgroup[data-topic="food"] option')
+    anime = page.evaluate(options, '#compare-a optgroup[data-topic="anime"] option')
     assert len(food) == 4 and len(anime) == 4  # every rendered cell of the other topic is offered
-    page.select_option("#compare-a", anime[0])  # type: ignore[attr-defined]
-    page.select_option("#compare-b", food[-1])  # type: ignore[attr-defined]
-    assert page.text_content(".cap-b").startswith("Food · K_HEUN · 4 steps")  # type: ignore[attr-defined]
-    page.click('.modes button[data-mode="diff"]')  # type: ignore[attr-defined]
-    page.fill("#diff-amp", "3")  # type: ignore[attr-defined]
-    assert page.text_content("#diff-amp-value") == "3×"  # type: ignore[attr-defined]
-    page.wait_for_function("Array.from(document.querySelectorAll('#diff-box img')).every(i => i.complete && i.naturalWidth)")  # type: ignore[attr-defined]
-    shot = np.asarray(Image.open(io.BytesIO(page.locator("#diff-box").screenshot())).convert("RGB")).astype(int)  # type: ignore[attr-defined]
-    a, b = (np.asarray(Image.open((out / "topics" / url).resolve()).convert("RGB")).astype(int) for url in (anime[0], food[-1]))
+    page.select_option("#compare-a", anime[0])
+    page.select_option("#compare-b", food[-1])
+    assert page.text_content(".cap-b").startswith("Food · K_HEUN · 4 steps")
+    page.click('.modes button[data-mode="diff"]')
+    page.fill("#diff-amp", "3")
+    assert page.text_content("#diff-amp-value") == "3×"
+    page.wait_for_function("Array.from(document.querySelectorAll('#diff-box img'))"
+                           ".every(i => i.complete && i.naturalWidth)")
+    shot = np.asarray(Image.open(io.BytesIO(page.locator("#diff-box").screenshot())).convert("RGB")).astype(int)
+    a, b = (np.asarray(Image.open((out / "topics" / url).resolve()).convert("RGB")).astype(int)
+            for url in (anime[0], food[-1]))
     expected = np.clip(np.abs(a - b) * 3, 0, 255)
     size = a.shape[0]
     h, w = shot.shape[:2]
@@ -530,15 +533,27 @@ OVERFLOW = """() => {
   const out = [];
   for (const el of document.querySelectorAll('main.content *')) {
     const r = el.getBoundingClientRect();
-    if (r.width && r.right > column.right + 1 && !scrolls(el)) out.push(el.tagName + '.' + el.className + ' ' + Math.round(r.right));
+    if (r.width && r.right > column.right + 1 && !scrolls(el))
+      out.push(el.tagName + '.' + el.className + ' ' + Math.round(r.right));
   }
   for (const t of document.querySelectorAll('main.content table')) {
     const box = t.closest('.table-wrap') || t;
     const r = box.getBoundingClientRect();
-    if (r.left < column.left - 8 || r.right > column.right + 1) out.push('table box ' + (t.id || t.className) + ' ' + Math.round(r.right));
+    if (r.left < column.left - 8 || r.right > column.right + 1)
+      out.push('table box ' + (t.id || t.className) + ' ' + Math.round(r.right));
   }
-  return {page: [document.documentElement.scrollWidth, document.documentElement.clientWidth], out: out, column: column.right};
+  const root = document.documentElement;
+  return {page: [root.scrollWidth, root.clientWidth], out: out, column: column.right};
 }"""
+
+
+def touch_swipe(cdp: Any, x0: int, y0: int, x1: int, y1: int) -> None:
+    """A one-finger swipe through Chromium's touch input (CDP), as a phone's screen sends it."""
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x0, "y": y0}]})
+    for i in range(1, 6):
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [
+            {"x": x0 + (x1 - x0) * i // 5, "y": y0 + (y1 - y0) * i // 5}]})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
 
 
 @pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs the system Chromium (.ci/run installs it)")
@@ -572,7 +587,8 @@ def test_every_page_fits_1280_and_390_and_the_phone_full_view_takes_swipes(site:
               const cells = document.querySelectorAll('table.matrix tbody tr:first-child td');
               const last = cells[cells.length - 1].getBoundingClientRect();
               const head = document.querySelector('table.matrix tbody tr:first-child th').getBoundingClientRect();
-              return {overflow: getComputedStyle(wrap).overflowX, inside: last.left >= box.left - 1 && last.right <= box.right + 1,
+              return {overflow: getComputedStyle(wrap).overflowX,
+                      inside: last.left >= box.left - 1 && last.right <= box.right + 1,
                       head: head.left >= box.left - 1 && head.right <= box.right + 1};
             }""")
             assert row == {"overflow": "auto", "inside": True, "head": True}, (width, row)
@@ -582,21 +598,16 @@ def test_every_page_fits_1280_and_390_and_the_phone_full_view_takes_swipes(site:
             # every control of the full view lies on screen
             off = page.evaluate(f"""() => Array.from(document.querySelectorAll('.viewer button')).filter(b => {{
                 const r = b.getBoundingClientRect();
-                return r.left < 0 || r.top < 0 || r.right > {width} || r.bottom > window.innerHeight; }}).map(b => b.title)""")
+                return r.left < 0 || r.top < 0 || r.right > {width} || r.bottom > window.innerHeight;
+              }}).map(b => b.title)""")
             assert off == [], (width, off)
             assert "to its own final" in page.text_content(".viewer-distances")
             if phone:  # a real touch swipe (Chromium's touch input, as a phone's screen sends it)
                 cdp = context.new_cdp_session(page)
-
-                def swipe(x0: int, y0: int, x1: int, y1: int) -> None:
-                    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x0, "y": y0}]})
-                    for i in range(1, 6):
-                        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [
-                            {"x": x0 + (x1 - x0) * i // 5, "y": y0 + (y1 - y0) * i // 5}]})
-                    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
-
-                box = page.evaluate("(() => { const r = document.querySelector('.viewer-frame').getBoundingClientRect();"
-                                    " return [r.left, r.top, r.right, r.bottom].map(Math.round); })()")
+                swipe = partial(touch_swipe, cdp)
+                box = page.evaluate("(() => { const r = document.querySelector('.viewer-frame')"
+                                    ".getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]"
+                                    ".map(Math.round); })()")
                 left, top, right, bottom = box
                 mid_x, mid_y = (left + right) // 2, (top + bottom) // 2
                 swipe(right - 40, mid_y, left + 40, mid_y + 10)  # to the left: more steps
