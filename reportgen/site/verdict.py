@@ -131,7 +131,7 @@ def _answer(question: str, a: Soonest, steps: list[int], analysis: Analysis, cos
     """The sentence for one topic's answer, with the step grid's limit on it."""
     past = QUESTIONS[question]
     what = "Indicates its final image soonest" if question == "indicates" else "Converges soonest"
-    seeds = f" in {a.agree} of {a.seeds} seeds" if a.seeds > 1 else ""
+    seeds = _seed_clause(question, a, analysis, steps) if a.seeds > 1 else ""
     skipped = (f" {_and([_label(n) for n in left_out])} {'is' if len(left_out) == 1 else 'are'} left out: "
                f"{'its final image is' if len(left_out) == 1 else 'their final images are'} not the reference's."
                if left_out and question == "converges" else "")
@@ -152,6 +152,27 @@ def _answer(question: str, a: Soonest, steps: list[int], analysis: Analysis, cos
               f" ({next(iter(groups))[1]} model calls each"
     text = f"{what}: {who}{_seconds(list(seconds))}){seeds}.{skipped}"
     return Answer(question, a.samplers, a.steps, a.calls, seconds, text, f"{who})", _edge(past, a, steps), left_out)
+
+
+def _seed_clause(question: str, a: Soonest, analysis: Analysis, steps: list[int]) -> str:
+    """How many seeds got there by the answer's step count, and by when every seed did (the count the topic's
+    tables and the plan use: they hold for every seed), so the verdict and the tables never seem to disagree."""
+    field = "indicator_steps" if question == "indicates" else "converged_steps"
+    clauses = []
+    for name, n in zip(a.samplers, a.steps, strict=True):
+        summary = next(s for s in analysis.for_topic(a.topic) if s.sampler == name)
+        reached = sum(1 for seed in summary.seeds if (m := getattr(seed, field)) is not None and m <= n)
+        worst = getattr(summary, field)
+        if reached == len(summary.seeds):
+            clauses.append("in every seed")
+        else:
+            every = f"every seed by {worst} steps" if worst is not None else \
+                f"not every seed within {steps[-1]} steps"
+            clauses.append(f"in {reached} of {len(summary.seeds)} seeds; {every}")
+    unique = list(dict.fromkeys(clauses))
+    if len(unique) == 1:
+        return f", {unique[0]}"
+    return ", " + "; ".join(f"{_label(name)} {c}" for name, c in zip(a.samplers, clauses, strict=True))
 
 
 def _edge(past: str, a: Soonest, steps: list[int]) -> str:
@@ -196,11 +217,12 @@ def _across(topics: list[TopicVerdict], question: str, analysis: Analysis) -> st
 
 def _no_plan_reason(plans: list[Workflow]) -> str:
     if not plans:
-        return ("no sampler both indicated and converged within the steps rendered in every topic, so there is no "
-                "measured preview step count to plan with")
-    return ("no sampler's image indicated its final at fewer steps than it needed to converge, so previews would cost "
-            f"as much as finals ({CANDIDATES} previews plus {KEPT} finals cost more than {CANDIDATES} finals); render "
-            "finer step counts below the converged ones to find a cheaper preview")
+        return ("no sampler both indicated and converged in every seed within the steps rendered (a plan takes the "
+                "worst seed), so there is no measured preview step count to plan with")
+    return ("in every seed (a plan takes the worst seed), no sampler's image indicated its final at fewer steps than "
+            f"it needed to converge, so previews would cost as much as finals ({CANDIDATES} previews plus {KEPT} finals "
+            f"cost more than {CANDIDATES} finals); render finer step counts below the converged ones to find a "
+            "cheaper preview")
 
 
 def _plan_text(plan: Workflow | None, cost: Cost, topic: str, *, topic_wide: bool, reason: str) -> str:

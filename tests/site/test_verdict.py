@@ -94,7 +94,7 @@ def test_a_tie_is_stated_once_and_the_grid_limit_says_what_to_render():
     assert a is not None
     assert a.converges.samplers == ("ddim", "k_euler", "k_lms") and a.indicates.samplers == a.converges.samplers
     assert a.converges.text == ("Converges soonest: a tie of DDIM, K_EULER and K_LMS at 20 steps (20 model calls "
-                                "each, 10 s alone) in 3 of 3 seeds.")
+                                "each, 10 s alone), in every seed.")
     assert a.converges.edge == ("The step counts rendered limit this answer: converged by 20, the smallest count "
                                 "rendered after 10: render 15 to know more.")
     assert a.indicates.edge.endswith("indicated its final image by 20, the smallest count rendered after 10: render "
@@ -114,7 +114,7 @@ def test_a_sampler_converging_to_a_different_limit_is_not_the_answer():
     assert lms.limit_differs and lms.converged_steps == 10  # the case the issue found on the demo
     a = made(analysis).for_topic("a")
     assert a is not None and a.converges.samplers == ("k_euler",) and a.converges.steps == (20,)
-    assert a.converges.text == ("Converges soonest: K_EULER at 20 steps (20 model calls, 10 s alone) in 3 of 3 seeds. "
+    assert a.converges.text == ("Converges soonest: K_EULER at 20 steps (20 model calls, 10 s alone), in every seed. "
                                 "K_LMS is left out: its final image is not the reference's.")
     # indicating its own final is still a fair answer for a preview: both did at 10 steps, the fewest rendered
     assert a.indicates.samplers == ("k_lms", "k_euler") and "a tie of K_LMS and K_EULER at 10 steps" in a.indicates.text
@@ -140,7 +140,8 @@ def test_the_plan_is_the_one_the_data_supports_or_says_why_there_is_none():
     assert none.plan is None
     assert none.headline[-1].startswith("Preview, then polish with one plan for every topic (each sampler's worst case "
                                         "over topics): none saves anything")
-    assert "no sampler's image indicated its final at fewer steps than it needed to converge" in none.headline[-1]
+    assert ("in every seed (a plan takes the worst seed), no sampler's image indicated its final at fewer steps "
+            "than it needed to converge") in none.headline[-1]
     for t in none.topics:
         assert t.plan.startswith("Preview, then polish in this topic: none saves anything")
     every_sentence_on_both_pages(none)
@@ -155,6 +156,18 @@ def test_no_answer_within_the_steps_rendered_says_what_to_render():
                                 "render more steps.")
     assert v.headline[0] == "Indicates its final image soonest: no sampler in any topic within the steps rendered."
     every_sentence_on_both_pages(v)
+
+
+def test_a_majority_answer_says_when_every_seed_got_there():
+    """DDIM converges at 20 steps in 2 of 3 seeds and at 40 in the third: the verdict gives 20 (a majority) and says
+    every seed needed 40, the count the topic's table (every seed) and the plan use."""
+    steps = (10, 20, 40, 80)
+    ddim = series(10, 20, steps=steps)
+    ddim[20] = [(0.02, 0.03), (0.02, 0.03), (0.1, 0.11)]
+    a = made(synthetic({("a", "ddim"): ddim, ("a", "k_euler"): series(10, 40, steps=steps)}, steps)).for_topic("a")
+    assert a is not None and a.converges.samplers == ("ddim",)
+    assert a.converges.text == ("Converges soonest: DDIM at 20 steps (20 model calls, 10 s alone), in 2 of 3 seeds; "
+                                "every seed by 40 steps.")
 
 
 def test_across_topics_no_sampler_is_named_for_topics_it_does_not_win():
