@@ -220,8 +220,8 @@ def _no_plan_reason(plans: list[Workflow]) -> str:
         return ("no sampler both indicated and converged in every seed within the steps rendered (a plan takes the "
                 "worst seed), so there is no measured preview step count to plan with")
     return ("in every seed (a plan takes the worst seed), no sampler's image indicated its final at fewer steps than "
-            f"it needed to converge, so previews would cost as much as finals ({CANDIDATES} previews plus {KEPT} finals "
-            f"cost more than {CANDIDATES} finals); render finer step counts below the converged ones to find a "
+            f"it needed to converge, so previews would cost as much as finals ({CANDIDATES} previews plus {KEPT} "
+            f"finals cost more than {CANDIDATES} finals); render finer step counts below the converged ones to find a "
             "cheaper preview")
 
 
