@@ -11,6 +11,7 @@ import sys
 from functools import partial
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -22,6 +23,7 @@ from typer.testing import CliRunner
 
 from reportgen.cli import app, main
 from reportgen.render.store import Store
+from reportgen.samplers import get_sampler
 from reportgen.site.files import MANIFEST
 from reportgen.site.pages import number
 
@@ -619,3 +621,38 @@ def test_every_page_fits_1280_and_390_and_the_phone_full_view_takes_swipes(site:
             page.keyboard.press("Escape")
             context.close()
         browser.close()
+
+
+def test_times_are_labelled_as_shares_or_measured_alone(site: tuple[Path, Path], tmp_path: Path) -> None:
+    """Without speed.json a batched cell's seconds are called a share; with it, the matrix shows what the cell's
+    calls cost alone at the measured rate (speed.json's seconds per call of that sampler, times its calls)."""
+    from reportgen.site.speed import load_note
+
+    study, out = site
+    anime = (out / "topics" / "anime.html").read_text()
+    assert anime.count(" s share</span></span>") == 4 and " s alone</span>" not in anime  # the matrix's four cell notes
+    records = [c.record for c in Store(study / "store").cells()]
+    assert all(isinstance(r["load"], float) and r["cpus"] >= 1 for r in records)  # the machine's load, recorded
+
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy)
+    assert run("speed", copy, "--steps", "2", "--samples", "1").exit_code == 0
+    speed = json.loads((copy / "speed.json").read_text())
+    assert build(copy, tmp_path / "site").exit_code == 0
+    anime = (tmp_path / "site" / "topics" / "anime.html").read_text()
+    for row in speed["samplers"]:  # the topic is the size speed was timed at: no scaling
+        for steps in (2, 4):
+            calls = get_sampler(row["sampler"]).nfe(steps)
+            assert f"{calls} calls · <span title=\"estimated from `reportgen speed`" in anime
+            assert f"≈{row['s_per_image'] / row['nfe'] * calls:.2f} s alone" in anime
+    assert " s share" not in anime
+
+    def cell(load: float, seconds: float, alone: float) -> Any:
+        return SimpleNamespace(stored=True, load=load, cpus=2, seconds=seconds, alone=alone)
+
+    assert load_note([cell(1.2, 0.1, 0.2)] * 3) == ""  # a quiet machine, and batched shares cheaper than alone
+    busy = load_note([cell(5.0, 0.1, 0.2), cell(1.0, 0.1, 0.2)])
+    assert busy.startswith("Rendered on a loaded machine: 1 of 2 cells were stored while the machine's load "
+                           "average exceeded its CPU count (up to 5.0 on 2 CPUs).")
+    slow = load_note([cell(1.0, 0.6, 0.2)] * 3)
+    assert "their seconds are a median 3.0x what `reportgen speed` measured for the same model calls alone" in slow
