@@ -656,3 +656,28 @@ def test_times_are_labelled_as_shares_or_measured_alone(site: tuple[Path, Path],
                            "average exceeded its CPU count (up to 5.0 on 2 CPUs).")
     slow = load_note([cell(1.0, 0.6, 0.2)] * 3)
     assert "their seconds are a median 3.0x what `reportgen speed` measured for the same model calls alone" in slow
+
+
+def test_the_numbers_are_explained_where_they_stand(site: tuple[Path, Path]) -> None:
+    """The methodology page explains every measured quantity with its scale and this build's thresholds; a distance
+    in a table carries its scale; a fit far from its order says so."""
+    from reportgen.measure.distances import scale
+    from reportgen.site.numbers import far_from_order
+
+    _, out = site
+    for name in ("methodology.html", "methodology.md"):
+        text = (out / name).read_text().replace("\\", "")
+        assert "Reading the numbers" in text
+        for quantity in ("Distance", "To its own final", "To the reference", "Indicates at", "Converged at",
+                         "Different limit", "At a fixed budget", "Exponent b", "Seconds"):
+            assert f"| {quantity} |" in text or f'<th scope="row">{quantity}</th>' in text, (name, quantity)
+        # the latent metric's default thresholds, each with its scale
+        for value in ("0.15 (11% of the way to an unrelated image)", "0.05 (4% of the way to an unrelated image)",
+                      "0.1 (7% of the way to an unrelated image)"):
+            assert value in text, (name, value)
+    assert scale(2**0.5, "latent") == "as far as two unrelated images" and scale(0.0, "ssim").startswith("the same")
+    assert far_from_order(-1.8, -4) == ("measured -1.8, far from the expected -4: the nominal order does not hold at "
+                                        "these step counts (see the notes)")
+    assert far_from_order(-1.7, -2) == "" and far_from_order(None, -1) == ""
+    anime = (out / "topics" / "anime.html").read_text()
+    assert re.search(r'data-field="final_to_reference" title="[^"]+">[0-9.]+ <span class="hint">\(', anime)
