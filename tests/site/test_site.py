@@ -680,4 +680,6 @@ def test_the_numbers_are_explained_where_they_stand(site: tuple[Path, Path]) -> 
                                         "these step counts (see the notes)")
     assert far_from_order(-1.7, -2) == "" and far_from_order(None, -1) == ""
     anime = (out / "topics" / "anime.html").read_text()
-    assert re.search(r'data-field="final_to_reference" title="[^"]+">[0-9.]+ <span class="hint">\(', anime)
+    assert re.search(r'data-field="final_to_reference" title="([0-9]+% of the way to an unrelated image|the same '
+                     r'image, to the eye)">[0-9.]+<', anime)
+    assert "Final to reference <span class=\"scale\">(unrelated images: 1.4)</span>" in anime
