@@ -26,6 +26,18 @@ METRICS = ("latent", "ssim")
 UNRELATED = {"latent": 2**0.5, "ssim": 1.0}
 
 
+def scale(value: float | None, metric: str) -> str:
+    """A distance's size in words, against two unrelated images' distance on the same metric."""
+    if value is None:
+        return ""
+    share = value / UNRELATED[metric]
+    if share < 0.005:
+        return "the same image, to the eye"
+    if share >= 0.9:
+        return "as far as two unrelated images"
+    return f"{share:.0%} of the way to an unrelated image"
+
+
 def latent_distance(latents: np.ndarray, target: np.ndarray) -> float:
     """RMS of the difference, relative to the target's RMS: 0 for identical latents, ~1.4 for independent ones."""
     if latents.shape != target.shape:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from statistics import median_low
 
 from reportgen.measure.analysis import Analysis, SamplerSummary, SeedSummary
-from reportgen.measure.distances import UNRELATED
+from reportgen.measure.distances import UNRELATED, scale
 from reportgen.measure.fits import PRE_ASYMPTOTIC
 from reportgen.samplers import get_sampler
 
@@ -135,7 +135,8 @@ def matrix_findings(analysis: Analysis) -> Findings:
     soonest = tuple(soonest_in(analysis, topic, what, target) for what, target, _ in SOONEST for topic in topics)
     budgets = tuple(b for topic in topics for calls in analysis.budgets
                     if (b := at_budget(analysis, topic, calls)) is not None)
-    statements = [*_seeds(seeds), *_soonest(soonest, labels, len(topics)),
+    differ = {(s.topic, s.sampler) for s in analysis.samplers if s.limit_differs}
+    statements = [*_seeds(seeds), *_soonest(soonest, labels, len(topics), differ),
                   *_budgets(budgets, labels, topics, PRE_ASYMPTOTIC[analysis.thresholds.metric]),
                   *_never(analysis, names), *_limits(analysis, names),
                   *_topic_order(analysis, topics)]
@@ -264,9 +265,13 @@ def _seeds(seeds: int) -> list[Finding]:
     return [Finding("seeds", text, seeds=seeds)]
 
 
-def _soonest(answers: tuple[Soonest, ...], labels: dict[str, str], topics: int) -> list[Finding]:
-    """One statement per question: which samplers got there first in which topics, ties stated as ties."""
+def _soonest(answers: tuple[Soonest, ...], labels: dict[str, str], topics: int,
+             differ: set[tuple[str, str]] | None = None) -> list[Finding]:
+    """One statement per question: which samplers got there first in which topics, ties stated as ties; a sampler
+    that converges to its own final where its final is not the reference's (`differ`: (topic, sampler)) says so, so
+    that no statement reads as contradicting the different-limit one."""
     out = []
+    differ = differ or set()
     for what, target, phrase in SOONEST:
         mine = [a for a in answers if a.what == what and a.target == target]
         alone: dict[str, list[Soonest]] = {}
@@ -284,9 +289,13 @@ def _soonest(answers: tuple[Soonest, ...], labels: dict[str, str], topics: int) 
         if not alone and not ties:
             continue
         seeds = min(a.seeds for a in mine)
-        clauses = [f"{labels[name]} in {_of(len(where), topics)} ({'; '.join(_where(a) for a in where)})"
+        def name_of(name: str, where: list[Soonest], target: str = target) -> str:
+            mark = target == "final" and any((a.topic, name) in differ for a in where)
+            return labels[name] + (" (to a different limit from the reference's)" if mark else "")
+
+        clauses = [f"{name_of(name, where)} in {_of(len(where), topics)} ({'; '.join(_where(a) for a in where)})"
                    for name, where in sorted(alone.items(), key=lambda kv: -len(kv[1]))]
-        clauses += [f"a tie of {_and([labels[n] for n in group])} in {_of(len(where), topics)} "
+        clauses += [f"a tie of {_and([name_of(n, where) for n in group])} in {_of(len(where), topics)} "
                     f"({'; '.join(_where(a) for a in where)})" for group, where in ties.items()]
         if split:
             clauses.append(f"no sampler in a majority of seeds in {', '.join(split)}")
@@ -362,8 +371,10 @@ def _limits(analysis: Analysis, names: list[str]) -> list[Finding]:
         rows = [s for s in analysis.samplers if s.sampler == name and s.limit_differs]
         if not rows:
             continue
+        metric = analysis.thresholds.metric
         gaps = "; ".join(f"{s.topic}: {s.final_to_reference:.3g}"
-                         + (f", {s.limit_seeds} of {len(s.seeds)} seeds" if len(s.seeds) > 1 else "") for s in rows)
+                         + (f", {s.limit_seeds} of {len(s.seeds)} seeds" if len(s.seeds) > 1 else "")
+                         + f" ({scale(s.final_to_reference, metric)})" for s in rows)
         causes = list(dict.fromkeys(d for s in rows for d in s.differences))
         why = (f" Its schedule differs from the reference's: {'; '.join(causes)}." if causes else
                " No difference between its schedule and the reference's explains it.")

@@ -7,6 +7,7 @@ runs diffusers' pipeline once per cell, the reference every other executor is ch
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -106,6 +107,15 @@ def _schedule(pipe: Any, cell: Cell, model: ModelInfo,
     return known[what]
 
 
+def machine_load() -> dict[str, Any]:
+    """The machine's 1-minute load average and CPU count when a cell is stored, so a page can say that its seconds
+    were measured on a busy machine (more runnable work than CPUs); {} where the OS has no load average."""
+    try:
+        return {"load": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
+    except (AttributeError, OSError):
+        return {}
+
+
 def render(plan: Plan, pipe: Any, model: ModelInfo, store: Store, *, executor: str = "pipeline",
            on_cell: Callable[[CellOutput], None] | None = None, **options: Any) -> RenderResult:
     """Render the plan's uncached cells with `executor` (given `options`), storing each as soon as it is finished."""
@@ -131,7 +141,7 @@ def render(plan: Plan, pipe: Any, model: ModelInfo, store: Store, *, executor: s
                 record = {**cell_record(output.cell), "schedule": asdict(facts),
                           "nfe_counted": output.nfe, "seconds": round(output.seconds, 4),
                           "executor": executor, "environment": plan.environment, **model_fields(model),
-                          "reportgen": VERSION, **({"vae_upcast": True} if upcast else {}),
+                          "reportgen": VERSION, **machine_load(), **({"vae_upcast": True} if upcast else {}),
                           **({"compiled": True} if options.get("compile") else {}),
                           **({"call_rows": output.call_rows} if output.call_rows else {})}
                 writer.put(output, record, parameters_text(output.cell, model))

@@ -20,6 +20,7 @@ How to add a section (e.g. convergence metrics, or speed and preview data):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shlex
@@ -39,7 +40,9 @@ from reportgen.samplers import SAMPLERS, get_sampler
 from reportgen.site.axes import axes_view, default_variant, variant, variant_label
 from reportgen.site.convergence import gather_convergence
 from reportgen.site.files import MANIFEST, THUMB_SIZE, Digests, Previous, SiteFile, read_previous, thumbnail, write_site
-from reportgen.site.speed import SpeedSection, gather_speed
+from reportgen.site.numbers import quantities
+from reportgen.site.speed import SpeedSection, gather_speed, load_note, seconds_alone
+from reportgen.site.verdict import verdict
 from reportgen.site.views import (
     BATCH_IMAGES,
     BATCH_KEPT,
@@ -89,6 +92,12 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
     digests = Digests(the_store.root / SITE_DIGESTS)
 
     files: list[SiteFile] = []
+    convergence = gather_convergence(study, the_store, cells, previous, files, digests,
+                                     info.scheduler_config)
+    speed = gather_speed(study.root, titles={t.slug: t.title for t in study.topics})
+    cost = seconds_alone(speed, {t.slug: (t.prompt.width, t.prompt.height) for t in study.topics})
+    measured = {m.key: m for m in convergence.analysis.cells} if convergence is not None else {}
+    metric = convergence.analysis.thresholds.metric if convergence is not None else "latent"
     views: dict[str, CellView] = {}
     by_topic: dict[str, list[Cell]] = {}
     for cell in cells:
@@ -96,17 +105,21 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
             by_topic.setdefault(cell.topic, []).append(cell)
     for topic in study.topics:
         for cell in by_topic.get(topic.slug, []):
-            views[cell.key] = _cell_view(cell, topic, model_of.get(cell.model, info), device, the_store, previous,
-                                         digests, files)
+            view = _cell_view(cell, topic, model_of.get(cell.model, info), device, the_store, previous, digests,
+                              files)
+            m = measured.get(cell.key)
+            views[cell.key] = dataclasses.replace(
+                view, alone=cost(cell.sampler, cell.nfe, cell.topic) if view.stored else None, metric=metric,
+                to_final=m.distance(metric, "final") if m else None,
+                to_reference=m.distance(metric, "reference") if m else None)
 
     topics = tuple(_topic_page(study, topic, by_topic.get(topic.slug, []), views, the_store, previous, digests,
                                files) for topic in study.topics)
+    topics = tuple(dataclasses.replace(t, load_note=load_note(t.cells)) for t in topics)
     all_views = [views[c.key] for t in study.topics for c in by_topic.get(t.slug, [])]  # every view's cells
     steps = tuple(sorted({v.steps for v in all_views}))
     summary = _summaries(study, all_views, steps)
     stored = [v for v in all_views if v.stored]
-    convergence = gather_convergence(study, the_store, cells, previous, files, digests,
-                                     info.scheduler_config)
     notes = []
     if previous is not None and previous.problem is not None:
         notes.append(f"the site's manifest ({MANIFEST}) is damaged: {previous.problem}; every file was made again")
@@ -117,7 +130,6 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
     if problem is not None:
         notes.append(f"the store cannot keep the digests of the site's files ({problem}); the next build makes "
                      "its thumbnails, grids and plots again")
-    speed = gather_speed(study.root, titles={t.slug: t.title for t in study.topics})
     speedups, speedup_source = _speedups(summary, steps, speed)
     return SiteData(
         title=study.title, description=study.description, model=info.spec, model_family=info.family_label,
@@ -129,7 +141,11 @@ def gather(study_path: Path, *, model: str | None = None, model_config: Path | N
         nfe_counted=sum(v.nfe_counted or 0 for v in stored), seconds=sum(v.seconds or 0.0 for v in stored),
         executors=tuple(sorted({v.executor for v in stored if v.executor})),
         files=tuple(files), convergence=convergence, speed=speed,
-        speedup_source=speedup_source, notes=tuple(notes),
+        speedup_source=speedup_source, notes=tuple(notes), load_note=load_note(all_views),
+        verdict=verdict(convergence.analysis, convergence.findings, {t.slug: t.title for t in study.topics}, cost)
+        if convergence is not None else None,
+        quantities=quantities(convergence.analysis.thresholds if convergence is not None else None,
+                              get_sampler(study.reference_sampler).label),
     )
 
 
@@ -221,6 +237,7 @@ def _cell_view(cell: Cell, topic: Topic, info: ModelInfo, device: str, store: St
         files.append(SiteFile(thumb, data=digests.add(made_from, data)))
     return CellView(**{**asdict(view), "stored": True, "nfe_counted": _int(record.get("nfe_counted")),
                        "seconds": _float(record.get("seconds")), "executor": record.get("executor"),
+                       "load": _float(record.get("load")), "cpus": _int(record.get("cpus")),
                        "full": full, "thumb": thumb, "thumb_width": size[0], "thumb_height": size[1]})
 
 

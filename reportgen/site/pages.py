@@ -173,7 +173,21 @@ def number(value: float | int | None, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _scale(value: float | None, metric: str = "latent") -> str:
+    from reportgen.measure.distances import scale
+
+    return scale(value, metric)
+
+
+def _far(exponent: float | None, expected: int | None) -> str:
+    from reportgen.site.numbers import far_from_order
+
+    return far_from_order(exponent, expected)
+
+
 FILTERS: dict[str, Callable[..., Any]] = {
+    "scale": _scale,
+    "far_from_order": _far,
     "markdown": markdown_html,
     "markdown_safe": markdown_safe,
     "md_text": md_text,

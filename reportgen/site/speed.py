@@ -3,6 +3,7 @@ preview-then-polish workflow, from STUDY/speed.json and STUDY/workflow.json (wri
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,50 @@ def gather_speed(study_root: Path, example_sampler: str = "k_lms",
         width=speed["width"] if speed else 0, height=speed["height"] if speed else 0, rows=rows,
         example=worked_example(study_root, name) if rows else None, workflow=workflow,
         closeness=tuple({**c, "title": titles.get(c["topic"], c["topic"])} for c in preview_polish(study_root)))
+
+
+def seconds_alone(speed: SpeedSection | None, sizes: dict[str, tuple[int, int]]) -> Callable[[str, int, str],
+                                                                                              float | None]:
+    """(sampler, model calls, topic) -> the seconds those calls take one image alone, from speed.json's seconds per
+    call of that sampler (its mean over samplers where it was not timed), scaled by the topic's pixels against the
+    size it was timed at (a denoiser call costs about in proportion to the latent's area); None without speed.json."""
+    rows = speed.rows if speed is not None else ()
+    per_call = {r["sampler"]: r["s_per_image"] / r["nfe"] for r in rows if r["nfe"]}
+    mean = sum(per_call.values()) / len(per_call) if per_call else None
+    timed_pixels = (speed.width * speed.height) if speed is not None else 0
+
+    def cost(sampler: str, calls: int, topic: str) -> float | None:
+        rate = per_call.get(sampler, mean)
+        if rate is None or not timed_pixels or topic not in sizes:
+            return None
+        width, height = sizes[topic]
+        return rate * calls * width * height / timed_pixels
+
+    return cost
+
+
+SLOWER = 1.5  # a render's seconds per image this many times what speed.json says an image costs alone: a busy machine
+
+
+def load_note(cells: Iterable[Any]) -> str:
+    """A sentence when stored cells (site CellViews: load, cpus, seconds, alone, executor) were rendered on a loaded
+    machine: their record's load average above the CPU count (more runnable work than CPUs, the render shared them),
+    or their seconds SLOWER times or more what speed.json's rate says they cost alone (a batched cell's share of
+    shared calls is normally less); "" when neither."""
+    cells = [c for c in cells if c.stored]
+    busy = [c for c in cells if c.load is not None and c.cpus and c.load > c.cpus]
+    ratios = sorted(c.seconds / c.alone for c in cells if c.seconds and c.alone)
+    slow = ratios[len(ratios) // 2] if ratios else None
+    parts = []
+    if busy:
+        peak = max(busy, key=lambda c: c.load / c.cpus)
+        parts.append(f"{len(busy)} of {len(cells)} cells were stored while the machine's load average exceeded its "
+                     f"CPU count (up to {peak.load:.1f} on {peak.cpus} CPUs)")
+    if slow is not None and slow >= SLOWER:
+        parts.append(f"their seconds are a median {slow:.1f}x what `reportgen speed` measured for the same model "
+                     "calls alone")
+    if not parts:
+        return ""
+    return ("Rendered on a loaded machine: " + "; ".join(parts) + ". The seconds recorded for these cells are slower "
+            "than this machine alone; compare samplers with the speed table, and render on a quiet machine for "
+            "times worth publishing.")

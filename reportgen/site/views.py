@@ -9,7 +9,9 @@ from markupsafe import Markup
 
 from reportgen.site.convergence import Convergence
 from reportgen.site.files import SiteFile
+from reportgen.site.numbers import Quantity
 from reportgen.site.speed import SpeedSection
+from reportgen.site.verdict import Verdict
 
 # The guide's worked example of preview-then-polish: 100 images, of which 3 are polished.
 BATCH_IMAGES = 100
@@ -49,6 +51,43 @@ class CellView:
     thumb_height: int = 0
     schedule: str = "default"  # the axes beyond sampler, steps and seed (a name of samplers.SCHEDULES)
     model: str = ""  # the model's spec in a study with `models`
+    alone: float | None = None  # what its model calls cost one image alone, from speed.json (site/speed.py)
+    load: float | None = None  # the machine's 1-minute load average when the cell was stored, from the record
+    cpus: int | None = None
+    to_final: float | None = None  # measured distance to its sampler's own final image (the study's metric)
+    to_reference: float | None = None  # and to the reference image
+    metric: str = "latent"
+
+    @property
+    def time_note(self) -> str:
+        """Its seconds as they may be read: measured alone, estimated alone from speed.json, or a batched share."""
+        if self.alone is not None and self.executor != "pipeline":
+            return f"≈{self.alone:.2f} s alone"
+        if self.seconds is None:
+            return ""
+        return f"{self.seconds:.2f} s share" if self.executor == "batched" else f"{self.seconds:.2f} s"
+
+    @property
+    def time_title(self) -> str:
+        """What `time_note` means, for a tooltip and the full view."""
+        if self.alone is not None and self.executor != "pipeline":
+            return ("estimated from `reportgen speed` (this sampler alone, batch 1): its model calls times the "
+                    "measured seconds per call")
+        if self.executor == "batched":
+            return ("its share of the batched model calls it took part in, not what it costs alone; run "
+                    "`reportgen speed` for that")
+        return "the wall time of its own render" if self.seconds is not None else ""
+
+    @property
+    def distances(self) -> str:
+        """Its measured distances, for the full view: '0.031 to its own final · 0.120 to the reference'."""
+        parts = [f"{v:.3f} {what}" for v, what in ((self.to_final, "to its own final"),
+                                                     (self.to_reference, "to the reference")) if v is not None]
+        if not parts:
+            return ""
+        scale = "relative latent RMS; two unrelated images ≈ 1.4" if self.metric == "latent" else \
+            "1 − SSIM; two unrelated images ≈ 1"
+        return f"distance {' · '.join(parts)} ({scale})"
 
     @property
     def caption(self) -> str:
@@ -56,7 +95,7 @@ class CellView:
         calls = f"{self.nfe} model calls"
         if self.nfe_counted is not None and self.nfe_counted != self.nfe:
             calls += f" ({self.nfe_counted} counted)"
-        took = f" · {self.seconds:.2f} s" if self.seconds is not None else ""
+        took = f" · {self.time_note}" if self.time_note else ""
         state = "" if self.stored else " · not rendered yet"
         label = self.label if self.schedule == "default" else f"{self.label} ({self.schedule})"
         model = f" · {self.model}" if self.model else ""
@@ -141,6 +180,7 @@ class TopicPage:
     axes: AxesView | None = None  # the axis viewer, for a study with axes beyond sampler, steps and seed
     default_view: str = ""  # what `grids` show in such a study: "schedule default · CFG 7.5"
     other_grids: tuple[GridLink, ...] = ()  # the labelled grids of the other values of those axes
+    load_note: str = ""  # when its cells were rendered on a loaded machine (site/speed.py, `load_note`)
 
     @property
     def cells(self) -> tuple[CellView, ...]:
@@ -231,6 +271,9 @@ class SiteData:
     speed: SpeedSection | None = None  # STUDY/speed.json and workflow.json (site/speed.py); None before either exists
     speedup_source: str = "store"  # where `speedups` took seconds from: "speed" (speed.json) or "store" (records)
     notes: tuple[str, ...] = ()  # what the build found damaged and made again, for the command to say
+    verdict: Verdict | None = None  # the answer the index and topic pages open with (site/verdict.py)
+    quantities: tuple[Quantity, ...] = ()  # what each measured number means (site/numbers.py), for methodology
+    load_note: str = ""  # when the study's cells were rendered on a loaded machine
 
 
 

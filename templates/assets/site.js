@@ -38,6 +38,7 @@
     bar.appendChild(viewer.caption);
     bar.appendChild(button("×", "Close (Esc)", close));
     var body = el("div", "viewer-body");
+    watchSwipes(body);
     body.appendChild(button("‹", "Fewer steps (←)", function () { move(0, -1); }));
     var frame = el("div", "viewer-frame");
     viewer.image = el("img", "viewer-image");
@@ -57,6 +58,8 @@
     actions.appendChild(button("↓ sampler", "Next sampler (↓)", function () { move(1, 0); }));
     actions.appendChild(button("Compare as A", "Use this cell as A in the compare tool", function () { pick("a"); }));
     actions.appendChild(button("Compare as B", "Use this cell as B in the compare tool", function () { pick("b"); }));
+    viewer.distances = el("span", "viewer-distances");
+    foot.appendChild(viewer.distances);
     foot.appendChild(viewer.command);
     foot.appendChild(viewer.reproduce);
     foot.appendChild(actions);
@@ -75,6 +78,8 @@
     viewer.caption.textContent = a.dataset.caption;
     viewer.command.textContent = a.dataset.command;
     viewer.reproduce.textContent = a.dataset.reproduce;
+    viewer.distances.textContent = a.dataset.distances || "";
+    viewer.distances.hidden = !a.dataset.distances;
     viewer.hidden = false;
     document.body.classList.add("viewing");
   }
@@ -117,74 +122,33 @@
     else if (moves[event.key]) { move(moves[event.key][0], moves[event.key][1]); event.preventDefault(); }
   });
 
-  // ---- Compare: two cells side by side, under a slider, or flickering. ----
-  var stage = document.getElementById("compare-stage");
-  var selectA = document.getElementById("compare-a");
-  var selectB = document.getElementById("compare-b");
-  var flickerTimer = null;
-  var flickerShowsA = true;
-
-  function chosen(select) {
-    var option = select.options[select.selectedIndex];
-    return { src: option.value, caption: option.dataset.caption };
-  }
-
-  function setImages(selector, src) {
-    Array.prototype.forEach.call(stage.querySelectorAll(selector), function (img) {
-      if (img.getAttribute("src") !== src) img.src = src;
-    });
-  }
-
-  function updateCompare() {
-    var a = chosen(selectA), b = chosen(selectB);
-    setImages("img.cmp-a", a.src);
-    setImages("img.cmp-b", b.src);
-    stage.querySelector(".cap-a").textContent = a.caption;
-    stage.querySelector(".cap-b").textContent = b.caption;
-    renderFlicker();
-  }
-
-  function renderFlicker() {
-    var which = flickerShowsA ? chosen(selectA) : chosen(selectB);
-    var img = stage.querySelector("img.flicker");
-    if (img.getAttribute("src") !== which.src) img.src = which.src;
-    stage.querySelector(".flicker-which").textContent = flickerShowsA ? "A" : "B";
-    stage.querySelector(".flicker-caption").textContent = which.caption;
-  }
-
-  function setMode(mode) {
-    stage.dataset.mode = mode;
-    Array.prototype.forEach.call(document.querySelectorAll(".modes button"), function (b) {
-      b.setAttribute("aria-pressed", String(b.dataset.mode === mode));
-    });
-    if (flickerTimer) { clearInterval(flickerTimer); flickerTimer = null; }
-    if (mode === "flicker") {
-      flickerTimer = setInterval(function () { flickerShowsA = !flickerShowsA; renderFlicker(); }, 700);
-    }
-  }
-
+  // "Compare as A/B" hands the cell to the compare tool (assets/compare.js) by an event, then closes the view.
   function pick(which) {
-    if (!stage || !current) return;
-    var select = which === "a" ? selectA : selectB;
-    for (var i = 0; i < select.options.length; i++) {
-      if (select.options[i].value === current.getAttribute("href")) select.selectedIndex = i;
-    }
-    updateCompare();
+    if (!current) return;
+    document.dispatchEvent(new CustomEvent("reportgen:compare", { detail: { which: which, href: current.getAttribute("href") } }));
     close();
-    stage.scrollIntoView({ behavior: "smooth", block: "center" });
   }
 
-  if (stage && selectA && selectB) {
-    selectA.addEventListener("change", updateCompare);
-    selectB.addEventListener("change", updateCompare);
-    Array.prototype.forEach.call(document.querySelectorAll(".modes button"), function (b) {
-      b.addEventListener("click", function () { setMode(b.dataset.mode); });
-    });
-    var slider = document.getElementById("compare-slider");
-    var over = stage.querySelector(".slider-box img.over");
-    var applySlider = function () { over.style.clipPath = "inset(0 " + (100 - Number(slider.value)) + "% 0 0)"; };
-    slider.addEventListener("input", applySlider);
-    applySlider();
-    updateCompare();
+  // Swipes on the full view (touch, pen or mouse drag): left/right change the steps, up/down the sampler.
+  var swipeStart = null;
+  function onSwipeStart(x, y) { swipeStart = { x: x, y: y }; }
+  function onSwipeEnd(x, y) {
+    if (!swipeStart) return;
+    var dx = x - swipeStart.x, dy = y - swipeStart.y;
+    swipeStart = null;
+    if (Math.max(Math.abs(dx), Math.abs(dy)) < 40) return;  // a tap, not a swipe
+    if (Math.abs(dx) > Math.abs(dy)) move(0, dx < 0 ? 1 : -1);  // swipe left: the next (more) steps
+    else move(dy < 0 ? 1 : -1, 0);  // swipe up: the next sampler
+  }
+  function watchSwipes(node) {
+    if (window.PointerEvent) {
+      node.addEventListener("pointerdown", function (e) { if (e.isPrimary) onSwipeStart(e.clientX, e.clientY); });
+      node.addEventListener("pointerup", function (e) { if (e.isPrimary) onSwipeEnd(e.clientX, e.clientY); });
+      node.addEventListener("pointercancel", function () { swipeStart = null; });
+    } else {
+      node.addEventListener("touchstart", function (e) { onSwipeStart(e.touches[0].clientX, e.touches[0].clientY); }, { passive: true });
+      node.addEventListener("touchend", function (e) { onSwipeEnd(e.changedTouches[0].clientX, e.changedTouches[0].clientY); });
+    }
+    node.addEventListener("dragstart", function (e) { e.preventDefault(); });  // a mouse drag swipes, never drags the image
   }
 })();

@@ -66,7 +66,8 @@ def cells(study: Path) -> list[Any]:
 
 def state(study: Path) -> dict[str, Any]:
     """What must equal a clean run's: every file of the store but damaged/ (a PNG as its pixels and its record
-    without the seconds it took, which no two renders share), and the exports without seconds."""
+    without the seconds it took and the machine's load then, which no two renders share), and the exports without
+    seconds."""
     root = study / "store"
     out: dict[str, Any] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file() and "damaged" not in p.relative_to(root).parts):
@@ -74,7 +75,8 @@ def state(study: Path) -> dict[str, Any]:
         if path.suffix == ".png":
             with Image.open(path) as image:
                 record = json.loads(image.info[RECORD_CHUNK])
-                out[rel] = (image.convert("RGB").tobytes(), {k: v for k, v in record.items() if k != "seconds"})
+                out[rel] = (image.convert("RGB").tobytes(), {k: v for k, v in record.items()
+                                                                  if k not in ("seconds", "load", "cpus")})
         elif path.name != "lock":
             out[rel] = path.read_bytes()
     from reportgen.render import jobs

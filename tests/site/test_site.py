@@ -8,8 +8,11 @@ import os
 import re
 import shutil
 import sys
+from functools import partial
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -20,6 +23,7 @@ from typer.testing import CliRunner
 
 from reportgen.cli import app, main
 from reportgen.render.store import Store
+from reportgen.samplers import get_sampler
 from reportgen.site.files import MANIFEST
 from reportgen.site.pages import number
 
@@ -221,7 +225,7 @@ def test_hostile_prompt_and_commentary_cannot_inject(site: tuple[Path, Path]) ->
             for name in ("href", "src"):
                 assert not (attrs.get(name) or "").strip().lower().startswith("javascript:"), f"{page}: <{tag}>"
             if tag == "script":
-                assert attrs.get("src", "").endswith("assets/site.js"), f"{page}: inline script"
+                assert attrs.get("src", "").endswith(("assets/site.js", "assets/compare.js")), f"{page}: inline script"
     hostile = (out / "topics" / "hostile.html").read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in hostile  # the prompt is shown, escaped
     assert "Plain words, then trouble" in hostile and "a link" in hostile
@@ -479,10 +483,203 @@ def test_real_browser_over_file_urls(site: tuple[Path, Path]) -> None:
         shown = {page.text_content(".flicker-which")}
         page.wait_for_function(f"document.querySelector('.flicker-which').textContent !== {list(shown)[0]!r}")
         assert page.get_attribute(".modes button[data-mode='flicker']", "aria-pressed") == "true"
+        difference_is_drawn_from_file_urls(page, out)
         browser.close()
     assert problems == []
+
+
+def difference_is_drawn_from_file_urls(page: Any, out: Path) -> None:
+    """Compare across topics (A from anime, B from food), then the difference view: what Chromium draws from
+    file:// must be |A - B| x the amplification of the two PNGs, as Pillow computes it."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    options = "sel => Array.from(document.querySelectorAll(sel)).map(o => o.value)"
+    food = page.evaluate(options, '#compare-b optgroup[data-topic="food"] option')
+    anime = page.evaluate(options, '#compare-a optgroup[data-topic="anime"] option')
+    assert len(food) == 4 and len(anime) == 4  # every rendered cell of the other topic is offered
+    page.select_option("#compare-a", anime[0])
+    page.select_option("#compare-b", food[-1])
+    assert page.text_content(".cap-b").startswith("Food · K_HEUN · 4 steps")
+    page.click('.modes button[data-mode="diff"]')
+    page.fill("#diff-amp", "3")
+    assert page.text_content("#diff-amp-value") == "3×"
+    page.wait_for_function("Array.from(document.querySelectorAll('#diff-box img'))"
+                           ".every(i => i.complete && i.naturalWidth)")
+    shot = np.asarray(Image.open(io.BytesIO(page.locator("#diff-box").screenshot())).convert("RGB")).astype(int)
+    a, b = (np.asarray(Image.open((out / "topics" / url).resolve()).convert("RGB")).astype(int)
+            for url in (anime[0], food[-1]))
+    expected = np.clip(np.abs(a - b) * 3, 0, 255)
+    size = a.shape[0]
+    h, w = shot.shape[:2]
+    centres = [(int((i + 0.5) * h / size), int((j + 0.5) * w / size)) for i in range(size) for j in range(size)]
+    drawn = np.array([shot[y, x] for y, x in centres])
+    want = np.array([expected[i, j] for i in range(size) for j in range(size)])
+    assert want.std() > 10  # the two cells differ: a blank box could not pass
+    assert np.abs(drawn - want).mean() < 4 and np.percentile(np.abs(drawn - want), 99) < 16
 
 
 def test_manifest_marks_the_site(site: tuple[Path, Path]) -> None:
     _, out = site
     assert (out / MANIFEST).is_file()
+
+
+# Every element whose right edge lies past its column's (main.content) right edge, other than those inside a box that
+# scrolls horizontally (a .table-wrap); and every table's box, which must itself lie inside the column.
+OVERFLOW = """() => {
+  const column = document.querySelector('main.content').getBoundingClientRect();
+  const scrolls = el => { for (let p = el.parentElement; p; p = p.parentElement) {
+      if (['auto', 'scroll'].includes(getComputedStyle(p).overflowX)) return true; } return false; };
+  const out = [];
+  for (const el of document.querySelectorAll('main.content *')) {
+    const r = el.getBoundingClientRect();
+    if (r.width && r.right > column.right + 1 && !scrolls(el))
+      out.push(el.tagName + '.' + el.className + ' ' + Math.round(r.right));
+  }
+  for (const t of document.querySelectorAll('main.content table')) {
+    const box = t.closest('.table-wrap') || t;
+    const r = box.getBoundingClientRect();
+    if (r.left < column.left - 8 || r.right > column.right + 1)
+      out.push('table box ' + (t.id || t.className) + ' ' + Math.round(r.right));
+  }
+  const root = document.documentElement;
+  return {page: [root.scrollWidth, root.clientWidth], out: out, column: column.right};
+}"""
+
+
+def touch_swipe(cdp: Any, x0: int, y0: int, x1: int, y1: int) -> None:
+    """A one-finger swipe through Chromium's touch input (CDP), as a phone's screen sends it."""
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x0, "y": y0}]})
+    for i in range(1, 6):
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [
+            {"x": x0 + (x1 - x0) * i // 5, "y": y0 + (y1 - y0) * i // 5}]})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs the system Chromium (.ci/run installs it)")
+def test_every_page_fits_1280_and_390_and_the_phone_full_view_takes_swipes(site: tuple[Path, Path]) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    _, out = site
+    pages = ["index.html", "samplers.html", "methodology.html", "topics/anime.html", "topics/hostile.html"]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+        for width in (1280, 390):
+            phone = width < 500
+            context = browser.new_context(viewport={"width": width, "height": 844 if phone else 900},
+                                          has_touch=phone, is_mobile=phone)
+            page = context.new_page()
+            for name in pages:
+                page.goto((out / name).as_uri())
+                fit = page.evaluate(OVERFLOW)
+                assert fit["page"][0] <= fit["page"][1], (width, name, fit)  # nothing scrolls the page sideways
+                assert fit["out"] == [], (width, name, fit)
+            # the first screen opens with the answer
+            page.goto((out / "index.html").as_uri())
+            top = page.evaluate("document.querySelector('#verdict').getBoundingClientRect().top")
+            assert 0 < top < 300, top
+            page.goto((out / "topics" / "anime.html").as_uri())
+            # a matrix row: its box scrolls sideways to its last cell, its sampler column staying in view
+            row = page.evaluate("""() => {
+              const wrap = document.querySelector('table.matrix').closest('.table-wrap');
+              wrap.scrollLeft = wrap.scrollWidth;
+              const box = wrap.getBoundingClientRect();
+              const cells = document.querySelectorAll('table.matrix tbody tr:first-child td');
+              const last = cells[cells.length - 1].getBoundingClientRect();
+              const head = document.querySelector('table.matrix tbody tr:first-child th').getBoundingClientRect();
+              return {overflow: getComputedStyle(wrap).overflowX,
+                      inside: last.left >= box.left - 1 && last.right <= box.right + 1,
+                      head: head.left >= box.left - 1 && head.right <= box.right + 1};
+            }""")
+            assert row == {"overflow": "auto", "inside": True, "head": True}, (width, row)
+            page.click('a.cell[data-row="0"][data-col="0"]')
+            assert page.is_visible(".viewer")
+            caption = "document.querySelector('.viewer-caption').textContent"
+            # every control of the full view lies on screen
+            off = page.evaluate(f"""() => Array.from(document.querySelectorAll('.viewer button')).filter(b => {{
+                const r = b.getBoundingClientRect();
+                return r.left < 0 || r.top < 0 || r.right > {width} || r.bottom > window.innerHeight;
+              }}).map(b => b.title)""")
+            assert off == [], (width, off)
+            assert "to its own final" in page.text_content(".viewer-distances")
+            if phone:  # a real touch swipe (Chromium's touch input, as a phone's screen sends it)
+                cdp = context.new_cdp_session(page)
+                swipe = partial(touch_swipe, cdp)
+                box = page.evaluate("(() => { const r = document.querySelector('.viewer-frame')"
+                                    ".getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]"
+                                    ".map(Math.round); })()")
+                left, top, right, bottom = box
+                mid_x, mid_y = (left + right) // 2, (top + bottom) // 2
+                swipe(right - 40, mid_y, left + 40, mid_y + 10)  # to the left: more steps
+                assert page.evaluate(caption).startswith("K_EULER · 4 steps")
+                swipe(mid_x, bottom - 30, mid_x + 10, top + 30)  # up: the next sampler
+                assert page.evaluate(caption).startswith("K_HEUN · 4 steps")
+                swipe(left + 40, mid_y, right - 40, mid_y - 10)  # to the right: fewer steps
+                assert page.evaluate(caption).startswith("K_HEUN · 2 steps")
+            page.keyboard.press("Escape")
+            context.close()
+        browser.close()
+
+
+def test_times_are_labelled_as_shares_or_measured_alone(site: tuple[Path, Path], tmp_path: Path) -> None:
+    """Without speed.json a batched cell's seconds are called a share; with it, the matrix shows what the cell's
+    calls cost alone at the measured rate (speed.json's seconds per call of that sampler, times its calls)."""
+    from reportgen.site.speed import load_note
+
+    study, out = site
+    anime = (out / "topics" / "anime.html").read_text()
+    assert anime.count(" s share</span></span>") == 4 and " s alone</span>" not in anime  # the matrix's four cell notes
+    records = [c.record for c in Store(study / "store").cells()]
+    assert all(isinstance(r["load"], float) and r["cpus"] >= 1 for r in records)  # the machine's load, recorded
+
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy)
+    assert run("speed", copy, "--steps", "2", "--samples", "1").exit_code == 0
+    speed = json.loads((copy / "speed.json").read_text())
+    assert build(copy, tmp_path / "site").exit_code == 0
+    anime = (tmp_path / "site" / "topics" / "anime.html").read_text()
+    for row in speed["samplers"]:  # the topic is the size speed was timed at: no scaling
+        for steps in (2, 4):
+            calls = get_sampler(row["sampler"]).nfe(steps)
+            assert f"{calls} calls · <span title=\"estimated from `reportgen speed`" in anime
+            assert f"≈{row['s_per_image'] / row['nfe'] * calls:.2f} s alone" in anime
+    assert " s share" not in anime
+
+    def cell(load: float, seconds: float, alone: float) -> Any:
+        return SimpleNamespace(stored=True, load=load, cpus=2, seconds=seconds, alone=alone)
+
+    assert load_note([cell(1.2, 0.1, 0.2)] * 3) == ""  # a quiet machine, and batched shares cheaper than alone
+    busy = load_note([cell(5.0, 0.1, 0.2), cell(1.0, 0.1, 0.2)])
+    assert busy.startswith("Rendered on a loaded machine: 1 of 2 cells were stored while the machine's load "
+                           "average exceeded its CPU count (up to 5.0 on 2 CPUs).")
+    slow = load_note([cell(1.0, 0.6, 0.2)] * 3)
+    assert "their seconds are a median 3.0x what `reportgen speed` measured for the same model calls alone" in slow
+
+
+def test_the_numbers_are_explained_where_they_stand(site: tuple[Path, Path]) -> None:
+    """The methodology page explains every measured quantity with its scale and this build's thresholds; a distance
+    in a table carries its scale; a fit far from its order says so."""
+    from reportgen.measure.distances import scale
+    from reportgen.site.numbers import far_from_order
+
+    _, out = site
+    for name in ("methodology.html", "methodology.md"):
+        text = (out / name).read_text().replace("\\", "")
+        assert "Reading the numbers" in text
+        for quantity in ("Distance", "To its own final", "To the reference", "Indicates at", "Converged at",
+                         "Different limit", "At a fixed budget", "Exponent b", "Seconds"):
+            assert f"| {quantity} |" in text or f'<th scope="row">{quantity}</th>' in text, (name, quantity)
+        # the latent metric's default thresholds, each with its scale
+        for value in ("0.15 (11% of the way to an unrelated image)", "0.05 (4% of the way to an unrelated image)",
+                      "0.1 (7% of the way to an unrelated image)"):
+            assert value in text, (name, value)
+    assert scale(2**0.5, "latent") == "as far as two unrelated images" and scale(0.0, "ssim").startswith("the same")
+    assert far_from_order(-1.8, -4) == ("measured -1.8, far from the expected -4: the nominal order does not hold at "
+                                        "these step counts (see the notes)")
+    assert far_from_order(-1.7, -2) == "" and far_from_order(None, -1) == ""
+    anime = (out / "topics" / "anime.html").read_text()
+    assert re.search(r'data-field="final_to_reference" title="([0-9]+% of the way to an unrelated image|the same '
+                     r'image, to the eye)">[0-9.]+<', anime)
+    assert "Final to reference <span class=\"scale\">(unrelated images: 1.4)</span>" in anime
