@@ -332,7 +332,7 @@ class Bench:
         images = result.rendered + len(result.failed)
         row.update({"images": images, "failed": len(result.failed), "nfe": result.nfe, "seconds": seconds,
                     "images_per_s": images / seconds, "calls_per_s": result.nfe / seconds,
-                    "unet_calls": len(counter.rows), "unet_rows": sum(counter.rows),
+                    "unet_calls": len(counter.rows), "unet_rows": sum(counter.rows), "unet_seconds": counter.seconds,
                     "useful_rows": sum(c.nfe * (2 if self.family.guided(self.pipe, c.cfg) else 1)
                                        for c in the_plan.to_render)})
         if self.device == "cuda":
@@ -391,15 +391,21 @@ class Bench:
 
 
 class CallCounter:
-    """Stands in for the pipeline's denoiser and records the rows of every call."""
+    """Stands in for the pipeline's denoiser and records the rows of every call, and the seconds the calls took
+    (meaningful on a CPU only, where a call returns when its work is done)."""
 
     def __init__(self, unet: Any) -> None:
         self.unet = unet
         self.rows: list[int] = []
+        self.seconds = 0.0
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.rows.append((args[0] if args else kwargs["hidden_states"]).shape[0])  # UNets positional, DiTs not
-        return self.unet(*args, **kwargs)
+        start = time.perf_counter()
+        try:
+            return self.unet(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.unet, name)
@@ -434,6 +440,8 @@ def demo_against_unet(args: argparse.Namespace) -> None:
         assert run is not None
         print(f"\ndemo render (batched, {run['images']} images, {run['nfe']} model calls): {run['calls_per_s']:.2f} "
               f"model calls/s")
+        print(f"  inside the render, its {run['unet_calls']} denoiser calls took {run['unet_seconds']:.2f} s of "
+              f"{run['seconds']:.2f} s ({run['unet_seconds'] / run['seconds']:.1%}): the rest is the render's own work")
         for r in rows:
             alone = (before[r] + after[r]) / 2
             print(f"  the UNet alone at {r} rows: {alone:.2f} calls/s (before {before[r]:.2f}, after {after[r]:.2f}); "

@@ -176,6 +176,7 @@ class _BatchedRun:
         self.pad_rows = (self.family.rows_per_lane * self.lanes if pad
                          else CPU_ROWS_PER_CALL if self.device.type == "cpu" else None)
         self.pad_decode = self.device.type == "cpu"  # every decode of decode_batch images, for the same reason
+        self.lms_coefficients: dict[tuple[bytes, int, int, int], float] = {}  # _share_lms_coefficients
         self._rows_key: tuple[Any, ...] = ()
         self._rows_cond: Conditioning | None = None
 
@@ -187,6 +188,7 @@ class _BatchedRun:
         render's time, less the store's."""
         active: list[Lane] = []
         pending: list[_Pending] = []
+        ready: list[Lane] = []  # finished lanes not yet decoded
         while self.waiting or active:
             start = time.perf_counter()
             while self.waiting and len(active) < self.lanes:
@@ -202,10 +204,14 @@ class _BatchedRun:
                 lane.seconds += elapsed * lane.rows / rows
             for item in pending:
                 yield from self._deliver(item)
-            finished = [lane for lane in active if lane.done]
+            ready += [lane for lane in active if lane.done]
             active = [lane for lane in active if not lane.done]
-            pending = [self._decode(finished[i:i + self.decode_batch])
-                       for i in range(0, len(finished), self.decode_batch)]
+            # Padded decodes (CPU) wait until decode_batch lanes are ready, so a decode's padding is not
+            # computed for nothing (a tick finishes 1 to 3 lanes of the demo); the last decode takes the rest.
+            now = len(ready) // self.decode_batch * self.decode_batch if self.pad_decode and (
+                self.waiting or active) else len(ready)
+            pending = [self._decode(ready[i:i + self.decode_batch]) for i in range(0, now, self.decode_batch)]
+            ready = ready[now:]
         for item in pending:
             start = time.perf_counter()
             item.wait()  # the last tick's work too: these are its lanes
@@ -216,6 +222,8 @@ class _BatchedRun:
         """Start a lane as the pipeline starts a call: scheduler, timesteps, initial noise, step kwargs."""
         torch, pipe, family = self.torch, self.pipe, self.family
         scheduler = lane_scheduler(pipe, cell, self.model)
+        if hasattr(scheduler, "get_lms_coefficient"):
+            self._share_lms_coefficients(scheduler)
         timesteps = scheduler.timesteps
         guided = family.guided(pipe, cell.cfg)
         key = (cell.text, cell.negative, guided)
@@ -232,6 +240,21 @@ class _BatchedRun:
         times = _to_device(family.timestep_rows(timesteps, dtype), self.device)
         return Lane(cell, scheduler, timesteps, times, generator, latents, family.step_kwargs(scheduler, generator),
                     guided, key, guidance=None if guidance is None else _to_device(guidance, self.device))
+
+    def _share_lms_coefficients(self, scheduler: Any) -> None:
+        """K_LMS integrates its coefficients numerically (scipy's quad) at every step of every lane: 5% of the
+        demo's render. They depend only on the lane's sigmas, the order and the step, so lanes with the same
+        sigmas share them; the values are the scheduler's own."""
+        own = scheduler.get_lms_coefficient
+        sigmas = scheduler.sigmas.cpu().numpy().tobytes()
+
+        def shared(order: int, t: int, current_order: int) -> float:
+            key = (sigmas, order, t, current_order)
+            if key not in self.lms_coefficients:
+                self.lms_coefficients[key] = own(order, t, current_order)
+            return self.lms_coefficients[key]
+
+        scheduler.get_lms_coefficient = shared
 
     def _embeddings(self, key: tuple[str, str, bool]) -> tuple[Conditioning, Conditioning | None]:
         """The prompt's conditional and (guided) unconditional rows, encoded once per distinct prompt."""
