@@ -518,17 +518,22 @@ def _read(path: Path) -> bytes:
         return handle.read()
 
 
+def _write_synced(tmp: Path, data: bytes) -> None:
+    """Write `data` to the temporary file `tmp` (its folder made if need be) and flush it to disk."""
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def atomic_create(path: Path, data: bytes) -> bool:
     """Write `data` to `path` unless a file is already there, in one step other writers (other processes,
     other hosts on NFS) see whole or not at all: a temporary file, then a hard link to `path`, which fails if
     `path` exists. True if this call created it."""
     tmp = temporary_name(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_synced(tmp, data)
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -568,11 +573,7 @@ def atomic_write(path: Path, data: bytes) -> Path:
     """Write `data` to a temporary file beside `path`, flush it to disk, then rename it into place."""
     tmp = temporary_name(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_synced(tmp, data)
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
