@@ -243,9 +243,10 @@ def plan(study: Study, model: ModelInfo, device: str, dtype: str, store: Store, 
                 # the topic's own -C leaves the prompt, and so the key, as it was before the cfg axis
                 prompt = topic.prompt.with_(seed=seed, steps=None, sampler=None, count=None, cfg=cfg)
                 for name in topic.samplers:
-                    if sampler_filter and name not in sampler_filter:
-                        continue
                     for schedule in study.schedules:
+                        # --sampler dpmpp_2m_karras also picks the schedules axis's dpmpp_2m + karras
+                        if sampler_filter and not sampler_filter & {name, preset_of(name, schedule)}:
+                            continue
                         why = get_sampler(name).takes(schedule)
                         if why is not None:
                             skipped[why] = skipped.get(why, 0) + len(topic.steps)

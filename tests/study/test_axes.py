@@ -79,6 +79,15 @@ def test_cells_of_the_axes_and_the_skip_line(tmp_path: Path, capsys, monkeypatch
     assert not (study / "store").exists()
 
 
+def test_a_presets_name_picks_its_solver_and_schedule_on_the_axis(tmp_path: Path, capsys, monkeypatch) -> None:
+    study = write_study(tmp_path / "s", samplers=["dpmpp_2m", "k_euler"], steps=[2, 3], topics=TOPIC,
+                        extra='schedules = ["default", "karras"]\n')
+    for sampler, cells in (("dpmpp_2m_karras", 2), ("dpmpp_2m", 4), ("k_euler", 4)):
+        code, err = run_main(capsys, monkeypatch, "render", study, "--device", "cpu", "--dry-run", "--sampler", sampler)
+        assert code == 0, err
+        assert f"{cells} cells: 0 cached, {cells} to render" in err, (sampler, err)
+
+
 def test_the_registry_knows_which_classes_take_a_sigma_schedule() -> None:
     """SIGMA_SCHEDULERS is what diffusers' own signatures say, for every diffusion sampler's class."""
     import diffusers
