@@ -10,10 +10,9 @@ import re
 from pathlib import Path
 
 import pytest
+from browser import launch, needs_chromium
 from conftest import run_main, write_study
 from PIL import Image
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
@@ -135,13 +134,12 @@ def test_the_page_shows_the_default_view_and_links_the_others(axes_site: tuple[P
     assert all((out / path).is_file() for _, path in others)
 
 
-@pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs the system Chromium (.ci/run installs it)")
+@needs_chromium
 def test_the_axis_viewer_in_a_browser_over_file_urls(axes_site: tuple[Path, Path]) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     _, out = axes_site
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         problems: list[str] = []
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from browser import launch, needs_chromium
 from conftest import write_study
 from markdown_check import live_parts
 from test_markdown_safety import FAMILIES
@@ -28,7 +29,6 @@ from reportgen.site.files import MANIFEST
 from reportgen.site.pages import number
 
 runner = CliRunner()
-CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE_COMMENTARY = """Plain words, then trouble:
 
 <script>alert("commentary")</script>
@@ -434,13 +434,12 @@ def test_new_topic_round_trips_through_render_and_build(tiny_study: Path, tmp_pa
     assert "<h1>Anime</h1>" not in html and "4 of 4 cells rendered" in html
 
 
-@pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs the system Chromium (.ci/run installs it)")
+@needs_chromium
 def test_real_browser_over_file_urls(site: tuple[Path, Path]) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     _, out = site
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         problems: list[str] = []
         page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
@@ -558,14 +557,13 @@ def touch_swipe(cdp: Any, x0: int, y0: int, x1: int, y1: int) -> None:
     cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
 
 
-@pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs the system Chromium (.ci/run installs it)")
+@needs_chromium
 def test_every_page_fits_1280_and_390_and_the_phone_full_view_takes_swipes(site: tuple[Path, Path]) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     _, out = site
     pages = ["index.html", "samplers.html", "methodology.html", "topics/anime.html", "topics/hostile.html"]
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+        browser = launch(p)
         for width in (1280, 390):
             phone = width < 500
             context = browser.new_context(viewport={"width": width, "height": 844 if phone else 900},
