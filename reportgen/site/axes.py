@@ -60,5 +60,6 @@ def axes_view(study: Study, topic: Topic, cells: list[Cell], views: dict[str, Ce
         view = views[cell.key]
         at = [values[a].index(of[a](cell)) for a in values]
         rows.append({"at": at, "full": view.full or "", "thumb": view.thumb or "", "w": view.thumb_width,
-                     "h": view.thumb_height, "caption": view.caption, "stored": view.stored})
+                     "h": view.thumb_height, "caption": view.caption, "stored": view.stored,
+                     "command": view.command, "reproduce": view.reproduce, "distances": view.distances})
     return AxesView(axes=axes, cells=tuple(rows))

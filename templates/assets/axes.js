@@ -77,7 +77,11 @@
         var cell = byPlace[at.join(",")];
         var td = el("td");
         if (cell && cell.stored) {
-          var link = el("a", { "class": "cell", href: base + cell.full, title: cell.caption });
+          // the site's full view (site.js) opens it, and its arrows move along this matrix
+          var link = el("a", { "class": "cell", href: base + cell.full, title: cell.caption, "data-grid": "axes",
+                               "data-row": ri, "data-col": ci, "data-caption": cell.caption,
+                               "data-command": cell.command, "data-reproduce": cell.reproduce,
+                               "data-distances": cell.distances });
           link.appendChild(el("img", { src: base + cell.thumb, width: cell.w, height: cell.h, loading: "lazy",
                                         alt: cell.caption }));
           td.appendChild(link);

@@ -3,11 +3,10 @@
   "use strict";
 
   // ---- Full view: a cell's full image; arrows move to the neighbouring cell of the same grid. ----
-  var cells = Array.prototype.slice.call(document.querySelectorAll("a.cell[data-grid]"));
-  var byPosition = {};
-  cells.forEach(function (a) {
-    byPosition[a.dataset.grid + ":" + a.dataset.row + ":" + a.dataset.col] = a;
-  });
+  // Cells are looked up when needed, not once: the axis viewer (axes.js) draws its matrix's cells later.
+  function cellAt(grid, row, col) {
+    return document.querySelector('a.cell[data-grid="' + grid + '"][data-row="' + row + '"][data-col="' + col + '"]');
+  }
   var viewer = null;
   var current = null;
 
@@ -99,7 +98,7 @@
       row += dRow;
       col += dCol;
       if (row < 0 || col < 0) return;
-      var next = byPosition[current.dataset.grid + ":" + row + ":" + col];
+      var next = cellAt(current.dataset.grid, row, col);
       if (next) { show(next); return; }
       var rowExists = document.querySelector('a.cell[data-grid="' + current.dataset.grid + '"][data-row="' + row + '"]');
       var colExists = document.querySelector('a.cell[data-grid="' + current.dataset.grid + '"][data-col="' + col + '"]');
@@ -107,12 +106,11 @@
     }
   }
 
-  cells.forEach(function (a) {
-    a.addEventListener("click", function (event) {
-      if (event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
-      event.preventDefault();
-      show(a);
-    });
+  document.addEventListener("click", function (event) {
+    var a = event.target.closest && event.target.closest("a.cell[data-grid]");
+    if (!a || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
+    event.preventDefault();
+    show(a);
   });
 
   document.addEventListener("keydown", function (event) {

@@ -175,6 +175,15 @@ def test_the_axis_viewer_in_a_browser_over_file_urls(axes_site: tuple[Path, Path
         page.keyboard.press("ArrowDown")
         assert page.evaluate("document.activeElement.getAttribute('href')") == page.get_attribute(
             ".axes-matrix tbody tr:nth-child(2) td:nth-child(3) a", "href")
+        # a cell opens the site's full view, whose arrows move along this matrix
+        first = ".axes-matrix tbody tr:nth-child(1) td:nth-child(2) a"
+        page.click(first)
+        assert page.is_visible(".viewer") and page.text_content(".viewer-caption") == page.get_attribute(first, "title")
+        assert page.text_content(".viewer-reproduce").startswith("reportgen image")
+        page.keyboard.press("ArrowRight")
+        assert page.get_attribute(".viewer-image", "src").endswith(second.removeprefix("../"))
+        page.keyboard.press("Escape")
+        assert not page.is_visible(".viewer")
         page.evaluate("document.querySelectorAll('img').forEach(i => i.loading = 'eager')")
         page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
         browser.close()
