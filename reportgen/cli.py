@@ -6,8 +6,10 @@ import json
 import logging
 import os
 import shlex
+import signal
 import stat
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -15,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from typer.core import TyperGroup
 
-from reportgen.errors import ReportgenError, printable
+from reportgen.errors import ReportgenError, printable, request_interrupt
 
 
 class Interrupted(Exception):
@@ -79,6 +81,10 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its import-time notices are not ours to print
     _print_notes()
     click = _click_exceptions()
+    request_interrupt(False)
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_ctrl_c)
     try:
         code = app(standalone_mode=False)  # Click's errors reach here instead of printing a box
     except ReportgenError as exc:
@@ -91,7 +97,16 @@ def main() -> None:
         typer.echo("interrupted: stored images and computed distances are kept; run the same command again to go on",
                    err=True)
         sys.exit(130)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _on_ctrl_c(signum: int, frame: Any) -> None:
+    """Ctrl-C: Python's KeyboardInterrupt, and remembered, should a library swallow it (errors.check_interrupt)."""
+    request_interrupt()
+    raise KeyboardInterrupt
 
 
 def _fail(message: str) -> None:

@@ -33,6 +33,23 @@ class SiteError(ReportgenError):
     """The site could not be built."""
 
 
+# Ctrl-C, remembered. A library that catches BaseException (some optional-import checks do) can swallow the
+# KeyboardInterrupt of a Ctrl-C that comes while a model loads; the render then stops at its next check instead
+# of running on. The CLI's SIGINT handler calls request_interrupt(); the render's loops call check_interrupt().
+_interrupt = {"requested": False}
+
+
+def request_interrupt(requested: bool = True) -> None:
+    """Remember a Ctrl-C (or, with False, forget it: a new command starts)."""
+    _interrupt["requested"] = requested
+
+
+def check_interrupt() -> None:
+    """Raise KeyboardInterrupt if a Ctrl-C came and was lost on the way."""
+    if _interrupt["requested"]:
+        raise KeyboardInterrupt
+
+
 _BIDI = {0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
 
 

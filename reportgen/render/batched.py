@@ -34,7 +34,7 @@ from typing import Any
 
 from torch.overrides import TorchFunctionMode
 
-from reportgen.errors import RenderError
+from reportgen.errors import RenderError, check_interrupt
 from reportgen.models.families import Conditioning, adapter_for_pipeline
 from reportgen.models.families.base import pad_rows
 from reportgen.models.sources import ModelInfo
@@ -190,6 +190,7 @@ class _BatchedRun:
         pending: list[_Pending] = []
         ready: list[Lane] = []  # finished lanes not yet decoded
         while self.waiting or active:
+            check_interrupt()  # a Ctrl-C that a library swallowed stops the render here
             start = time.perf_counter()
             while self.waiting and len(active) < self.lanes:
                 active.append(self._admit(self.waiting.popleft()))

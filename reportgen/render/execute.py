@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from reportgen.errors import RenderError
+from reportgen.errors import RenderError, check_interrupt
 from reportgen.models.sources import ModelInfo
 from reportgen.render.metadata import model_fields, parameters_text
 from reportgen.render.outputs import BLACK, CellOutput, retry_decode_float32
@@ -149,5 +149,6 @@ def render(plan: Plan, pipe: Any, model: ModelInfo, store: Store, *, executor: s
                 result.failed.append((output.cell, output.error))
                 if on_cell is not None:
                     on_cell(output)
+            check_interrupt()  # a Ctrl-C that a library swallowed: this cell and the ones before it are kept
     result.seconds = time.perf_counter() - start
     return result

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from reportgen.errors import ReportgenError
+from reportgen.errors import ReportgenError, check_interrupt
 from reportgen.models.families import adapter
 from reportgen.models.loading import load_pipeline, pick_device
 from reportgen.models.sources import ModelInfo, resolve_model
@@ -132,6 +132,7 @@ def run_render(job: RenderJob, executor: str = "batched",
         result = RenderResult(cells=len(plan.cells), cached=len(plan.cached))
         if plan.to_render:
             pipe = load_pipeline(job.model, job.device, job.dtype)
+            check_interrupt()  # a Ctrl-C during the model's loading that a library swallowed
             options = {"batch_size": batch_size, "compile": compile} if executor == "batched" else {}
             result = render(plan, pipe, job.model, job.store, executor=executor, on_cell=on_cell, **options)
         failed = {cell.key for cell, _ in result.failed}

@@ -153,6 +153,27 @@ def test_ctrl_c_says_what_is_kept_and_exits_130(tmp_path: Path):
     assert "Traceback" not in err and "Aborted" not in err
 
 
+def test_a_ctrl_c_that_a_library_swallows_still_stops_the_render(tiny_study: Path, capsys, monkeypatch):
+    from reportgen.render import jobs
+
+    real = jobs.load_pipeline
+
+    def swallowing(*args: object, **kwargs: object) -> object:
+        try:  # as an optional-import check that catches BaseException does, while the model loads
+            os.kill(os.getpid(), signal.SIGINT)
+        except BaseException:  # noqa: BLE001
+            pass
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "load_pipeline", swallowing)
+    code, err = cli(capsys, monkeypatch, "render", tiny_study, "--device", "cpu")
+    assert code == 130, err
+    assert err.strip().splitlines()[-1].startswith("interrupted: stored images and computed distances are kept")
+    assert not list((tiny_study / "store").glob("images/*/*.png"))  # stopped before the first cell
+    code, err = cli(capsys, monkeypatch, "render", tiny_study, "--device", "cpu", "--dry-run")
+    assert code == 0, err  # the next command starts afresh: the remembered Ctrl-C is forgotten
+
+
 def test_end_of_file_is_an_error_not_a_user_abort(tiny_study: Path, capsys, monkeypatch):
     def truncated(*args: object, **kwargs: object) -> None:
         raise EOFError("No data left in file")  # what np.load says of an empty .npy file
