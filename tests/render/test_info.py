@@ -52,6 +52,15 @@ def pixels(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB")).astype(int)
 
 
+def text_png(path: Path, size: int = 8, **chunks: str) -> Path:
+    """A black RGB PNG of size x size pixels carrying these text chunks, as another tool would write it."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in chunks.items():
+        info.add_text(key, value)
+    Image.new("RGB", (size, size)).save(path, pnginfo=info)
+    return path
+
+
 def record(path: Path) -> dict:
     with Image.open(path) as image:
         return json.loads(image.info["reportgen"])
@@ -183,9 +192,7 @@ def test_a_web_ui_image_is_read_with_the_closest_command(kind: str, tmp_path: Pa
 
 def test_a_web_ui_prompt_reportgen_cannot_say_gets_no_command(tmp_path: Path):
     path = tmp_path / "brackets.png"
-    info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", "a [de-emphasised] cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1")
-    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    text_png(path, parameters="a [de-emphasised] cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1")
     code, out, _ = invoke("info", path)
     assert code == 0 and "Reproduce: none (reportgen's prompt syntax cannot say it: " in out
 
@@ -203,10 +210,7 @@ COMFY_PROMPT = {
 
 def test_a_comfyui_png_is_named_with_its_ksampler(tmp_path: Path):
     path = tmp_path / "comfy.png"
-    info = PngImagePlugin.PngInfo()
-    info.add_text("prompt", json.dumps(COMFY_PROMPT))
-    info.add_text("workflow", json.dumps({"nodes": [], "links": []}))
-    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    text_png(path, prompt=json.dumps(COMFY_PROMPT), workflow=json.dumps({"nodes": [], "links": []}))
     code, out, _ = invoke("info", path)
     assert code == 0
     assert "Made by: ComfyUI (a `prompt` graph of 5 nodes, and a `workflow` chunk)" in out
@@ -218,19 +222,15 @@ def test_no_generation_parameters_only_when_there_are_none(tmp_path: Path, capsy
     Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
     code, err = run_main(capsys, monkeypatch, "info", tmp_path / "plain.png")
     assert (code, err) == (2, f"error: {tmp_path / 'plain.png'} carries no generation parameters\n")
-    info = PngImagePlugin.PngInfo()
-    info.add_text("invokeai_metadata", "{}")
-    Image.new("RGB", (8, 8)).save(tmp_path / "other.png", pnginfo=info)
+    text_png(tmp_path / "other.png", invokeai_metadata="{}")
     code, err = run_main(capsys, monkeypatch, "info", tmp_path / "other.png")
     assert code == 2 and "carries no generation parameters reportgen reads (its text chunks: invokeai_metadata)" in err
 
 
 def test_control_characters_and_escape_sequences_are_shown_escaped(tmp_path: Path, capsys, monkeypatch):
     path = tmp_path / "hostile.png"
-    info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", "a cat \x1b]0;TITLE\x07 \x9b31m red \u202e\nSteps: 2, Sampler: Euler, CFG scale: 7, "
-                                "Seed: 1, Model: \x1b[2J")
-    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    text_png(path, parameters="a cat \x1b]0;TITLE\x07 \x9b31m red \u202e\nSteps: 2, Sampler: Euler, CFG scale: 7, "
+                              "Seed: 1, Model: \x1b[2J")
     code, out, _ = invoke("info", path)
     assert code == 0
     assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out and "\u202e" not in out
@@ -263,10 +263,8 @@ def test_a_png_claiming_too_many_pixels_is_one_line(width: int, height: int, tmp
 
 def test_a_record_of_deeply_nested_json_is_one_line(tmp_path: Path, capsys, monkeypatch):
     path = tmp_path / "nested.png"
-    info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", "a cat\nSteps: 2, Sampler: Euler, CFG scale: 7, Seed: 1")
-    info.add_text("reportgen", "[" * 100_000 + "]" * 100_000)
-    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    text_png(path, parameters="a cat\nSteps: 2, Sampler: Euler, CFG scale: 7, Seed: 1",
+             reportgen="[" * 100_000 + "]" * 100_000)
     code, err = run_main(capsys, monkeypatch, "info", path)
     assert (code, err) == (2, f"error: {path}: reportgen's record is malformed (nested too deeply), so the command "
                               "that reproduces it is unknown\n")
@@ -359,10 +357,8 @@ def test_a_cell_of_the_axes_prints_them_and_reproduces_exactly(tmp_path: Path):
 
 def test_a_web_ui_image_with_a_schedule_gets_it_as_an_option(tmp_path: Path):
     path = tmp_path / "webui.png"
-    info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", "a cat\nSteps: 12, Sampler: Euler, Schedule type: Exponential, CFG scale: 5, "
-                                "Seed: 3, Size: 512x512, Model hash: 6ce0161689")
-    Image.new("RGB", (16, 16)).save(path, pnginfo=info)
+    text_png(path, 16, parameters="a cat\nSteps: 12, Sampler: Euler, Schedule type: Exponential, CFG scale: 5, "
+                                  "Seed: 3, Size: 512x512, Model hash: 6ce0161689")
     code, out, err = invoke("info", path)
     assert code == 0, err
     line = next(line for line in out.splitlines() if line.startswith("Reproduce: "))

@@ -15,3 +15,11 @@ needs_chromium = pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs the sy
 def launch(playwright: Any) -> Any:
     """A headless system Chromium from a running `sync_playwright()`."""
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+
+
+def watched_page(browser: Any, problems: list[str], width: int = 1280, height: int = 900) -> Any:
+    """A new page whose script errors and failed requests (a file:// link to nothing) are added to `problems`."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+    return page

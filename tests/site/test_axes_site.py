@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from browser import launch, needs_chromium
+from browser import launch, needs_chromium, watched_page
 from conftest import run_main, write_study
 from PIL import Image
 
@@ -140,10 +140,8 @@ def test_the_axis_viewer_in_a_browser_over_file_urls(axes_site: tuple[Path, Path
     _, out = axes_site
     with sync_api.sync_playwright() as p:
         browser = launch(p)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
         problems: list[str] = []
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+        page = watched_page(browser, problems)
         page.goto((out / "topics" / "anime.html").as_uri())
 
         def headers() -> tuple[list[str], list[str]]:

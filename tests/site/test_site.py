@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from browser import launch, needs_chromium
+from browser import launch, needs_chromium, watched_page
 from conftest import write_study
 from markdown_check import live_parts
 from test_markdown_safety import FAMILIES
@@ -440,12 +440,10 @@ def test_real_browser_over_file_urls(site: tuple[Path, Path]) -> None:
     _, out = site
     with sync_api.sync_playwright() as p:
         browser = launch(p)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
         problems: list[str] = []
+        page = watched_page(browser, problems)
         page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
-        page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
         for name in ("index.html", "topics/anime.html", "topics/hostile.html", "topics/later.html"):
             page.goto((out / name).as_uri())
             # lazy images load only when scrolled to: load them all, then every one must decode
